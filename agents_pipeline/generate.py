@@ -1,0 +1,120 @@
+"""The generate stage's logic: one reply from the agent's LLM (or the offline responder).
+
+It never raises for an LLM failure: the conversation must still get an answer, so a
+failed call yields the agent's fallback text with outcome "error" and the reason.
+Outcomes: "ok" (the LLM answered), "offline" (no LLM configured: extractive answer),
+"fallback" (nothing to ask, or the LLM returned an empty answer), "error".
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+
+from agents_pipeline.errors import LLMError
+from agents_pipeline.llm import (
+    OFFLINE_MODEL,
+    AgentSpec,
+    GenerationResult,
+    HistoryTurn,
+    LLMClient,
+    answer_offline,
+    build_messages,
+    cited_sources,
+    estimate_cost_usd,
+    fallback_reply,
+)
+from streams.contracts import RetrievedChunk
+
+logger = logging.getLogger(__name__)
+
+
+def _elapsed_ms(started: float) -> int:
+    """Milliseconds since ``started`` (a perf_counter reading)."""
+    return round((time.perf_counter() - started) * 1000)
+
+
+async def generate_reply(
+    *,
+    agent: AgentSpec,
+    user_text: str,
+    history: list[HistoryTurn],
+    chunks: list[RetrievedChunk],
+    llm: LLMClient | None,
+    default_model: str,
+) -> GenerationResult:
+    """Produce the agent's reply to ``user_text``; every failure still yields something to send."""
+    started = time.perf_counter()
+    model = agent.model or default_model
+    fallback = fallback_reply(agent.fallback_text, user_text)
+    if not user_text.strip():
+        # Nothing to answer (a sticker, an uncaptioned image): no call, no cost.
+        return GenerationResult(
+            reply_text=fallback,
+            model=model,
+            prompt_tokens=0,
+            completion_tokens=0,
+            latency_ms=_elapsed_ms(started),
+            cost_usd=0.0,
+            sources=[],
+            outcome="fallback",
+        )
+
+    build = build_messages(
+        system_prompt=agent.system_prompt,
+        history=history,
+        user_text=user_text,
+        chunks=chunks,
+        history_budget_tokens=agent.history_tokens,
+    )
+
+    if llm is None:
+        offline = answer_offline(
+            user_text=user_text, chunks=build.sources, fallback_text=agent.fallback_text
+        )
+        return GenerationResult(
+            reply_text=offline.text,
+            model=OFFLINE_MODEL,
+            prompt_tokens=offline.prompt_tokens,
+            completion_tokens=offline.completion_tokens,
+            latency_ms=_elapsed_ms(started),
+            cost_usd=0.0,
+            sources=[offline.source] if offline.source else [],
+            outcome="offline",
+        )
+
+    try:
+        completion = await llm.complete(
+            model=model,
+            messages=build.messages,
+            temperature=agent.temperature,
+            max_tokens=agent.max_tokens,
+        )
+    except LLMError as exc:
+        logger.warning("LLM failed for model %s (%s): %s", model, exc.code, exc.message)
+        return GenerationResult(
+            reply_text=fallback,
+            model=model,
+            prompt_tokens=0,
+            completion_tokens=0,
+            latency_ms=_elapsed_ms(started),
+            cost_usd=0.0,
+            sources=[],
+            outcome="error",
+            error=f"{exc.code}: {exc.message}" if exc.code else exc.message,
+        )
+
+    text = completion.text.strip()
+    cost = estimate_cost_usd(
+        completion.model, completion.prompt_tokens, completion.completion_tokens
+    )
+    return GenerationResult(
+        reply_text=text or fallback,
+        model=completion.model,
+        prompt_tokens=completion.prompt_tokens,
+        completion_tokens=completion.completion_tokens,
+        latency_ms=_elapsed_ms(started),
+        cost_usd=cost,
+        sources=cited_sources(text, build.sources),
+        outcome="ok" if text else "fallback",
+    )

@@ -1,0 +1,233 @@
+"""Chat completions over any OpenAI-compatible endpoint, with our own bounded retry loop.
+
+The SDK's retries are off (``max_retries=0``) so that every retry, its backoff and
+its Retry-After handling happen here, visible and testable: 429, 5xx, timeouts and
+connection errors are retried; other 4xx fail at once; exhaustion raises LLMError.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import email.utils
+import logging
+import math
+import random
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from types import TracebackType
+
+import openai
+from openai.types.chat import ChatCompletion
+from pydantic import BaseModel
+
+from agents_pipeline.errors import LLMError
+from agents_pipeline.llm.tokens import count_message_tokens, count_tokens
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_TIMEOUT_S = 30.0
+DEFAULT_MAX_RETRIES = 3
+# Local OpenAI-compatible servers (Ollama, vLLM) ignore the key, but the SDK wants one.
+NO_KEY_PLACEHOLDER = "no-key"
+
+
+class Completion(BaseModel):
+    """One chat completion: the text, what it cost in tokens, and how long it took."""
+
+    text: str
+    prompt_tokens: int
+    completion_tokens: int
+    model: str
+    latency_ms: int
+    finish_reason: str | None
+    attempts: int = 1
+
+
+def parse_retry_after(headers: Mapping[str, str] | None) -> float | None:
+    """Seconds the server asked us to wait (retry-after-ms, retry-after seconds or date)."""
+    if not headers:
+        return None
+    millis = headers.get("retry-after-ms")
+    if millis is not None:
+        try:
+            value = float(millis) / 1000
+        except ValueError:
+            value = math.nan
+        if math.isfinite(value):
+            return max(value, 0.0)
+    raw = headers.get("retry-after")
+    if raw is None:
+        return None
+    try:
+        value = float(raw)
+    except ValueError:
+        try:
+            when = email.utils.parsedate_to_datetime(raw)
+        except (TypeError, ValueError):
+            return None
+        if when.tzinfo is None:
+            when = when.replace(tzinfo=UTC)
+        return max((when - datetime.now(UTC)).total_seconds(), 0.0)
+    return max(value, 0.0) if math.isfinite(value) else None
+
+
+def _error_detail(exc: openai.OpenAIError) -> str:
+    """A short, single-line description of an SDK error for logs and run records."""
+    text = " ".join(str(exc).split())
+    return text if len(text) <= 300 else text[:297] + "..."
+
+
+@dataclass(frozen=True)
+class _Failure:
+    """How one failed attempt is handled: its error code, and whether to try again."""
+
+    code: str
+    detail: str
+    retriable: bool
+    retry_after: float | None = None
+
+    @classmethod
+    def of(cls, exc: openai.OpenAIError) -> _Failure:
+        """Classify an SDK error: 429/5xx/timeouts/connection errors are transient."""
+        detail = _error_detail(exc)
+        if isinstance(exc, openai.APIStatusError):
+            status = exc.status_code
+            transient = status == 429 or status >= 500
+            retry_after = parse_retry_after(exc.response.headers) if transient else None
+            return cls(f"http_{status}", detail, transient, retry_after)
+        if isinstance(exc, openai.APITimeoutError):
+            return cls("timeout", "LLM request timed out", True)
+        if isinstance(exc, openai.APIConnectionError):
+            return cls("connection_error", detail, True)
+        # A response we could not read (schema validation and the like): retrying won't help.
+        return cls("invalid_response", detail, False)
+
+
+class LLMClient:
+    """One per process: an AsyncOpenAI connection pool plus retry policy."""
+
+    def __init__(
+        self,
+        *,
+        base_url: str | None,
+        api_key: str | None,
+        timeout: float = DEFAULT_TIMEOUT_S,
+        max_retries: int = DEFAULT_MAX_RETRIES,
+        backoff_base: float = 0.5,
+        backoff_max: float = 8.0,
+        retry_after_max: float = 30.0,
+        rng: random.Random | None = None,
+    ) -> None:
+        self._client = openai.AsyncOpenAI(
+            base_url=base_url,
+            api_key=api_key or NO_KEY_PLACEHOLDER,
+            timeout=timeout,
+            max_retries=0,
+        )
+        self.max_retries = max(max_retries, 0)
+        self.backoff_base = backoff_base
+        self.backoff_max = backoff_max
+        self.retry_after_max = retry_after_max
+        self._rng = rng or random.Random()
+
+    async def __aenter__(self) -> LLMClient:
+        """Use as ``async with LLMClient(...) as llm`` so the pool is always closed."""
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        """Close the connection pool on the way out."""
+        await self.close()
+
+    async def close(self) -> None:
+        """Release the HTTP connection pool (open sockets would leak otherwise)."""
+        await self._client.close()
+
+    def backoff_delay(self, retry: int, retry_after: float | None = None) -> float:
+        """Seconds before retry number ``retry`` (0-based): Retry-After, else jittered backoff."""
+        if retry_after is not None:
+            return min(retry_after, self.retry_after_max)
+        ceiling = min(self.backoff_max, self.backoff_base * 2**retry)
+        # "Equal jitter": at least half the exponential step, so retries stay spread out.
+        return ceiling / 2 + self._rng.uniform(0, ceiling / 2)
+
+    async def complete(
+        self,
+        *,
+        model: str,
+        messages: list[dict[str, str]],
+        temperature: float,
+        max_tokens: int,
+    ) -> Completion:
+        """One chat completion, retried on transient failures; raises LLMError when it gives up."""
+        started = time.perf_counter()
+        attempt = 0
+        while True:
+            attempt += 1
+            try:
+                response = await self._client.chat.completions.create(
+                    model=model,
+                    messages=messages,  # type: ignore[arg-type]
+                    temperature=temperature,
+                    max_tokens=max_tokens,
+                )
+            except openai.OpenAIError as exc:
+                failure = _Failure.of(exc)
+                if not failure.retriable:
+                    error = LLMError(f"LLM request rejected: {failure.detail}", code=failure.code)
+                    error.retriable = False
+                    raise error from exc
+                if attempt > self.max_retries:
+                    raise LLMError(
+                        f"LLM call failed after {attempt} attempts: {failure.detail}",
+                        code=failure.code,
+                    ) from exc
+                delay = self.backoff_delay(attempt - 1, failure.retry_after)
+                logger.warning(
+                    "LLM call failed (%s), retry %d/%d in %.3fs",
+                    failure.code,
+                    attempt,
+                    self.max_retries,
+                    delay,
+                )
+                await asyncio.sleep(delay)
+                continue
+            return self._completion(response, model, messages, started, attempt)
+
+    @staticmethod
+    def _completion(
+        response: ChatCompletion,
+        model: str,
+        messages: list[dict[str, str]],
+        started: float,
+        attempts: int,
+    ) -> Completion:
+        """Our Completion from the SDK's response; usage falls back to our own token count."""
+        if not response.choices:
+            error = LLMError("LLM response has no choices", code="invalid_response")
+            error.retriable = False
+            raise error
+        choice = response.choices[0]
+        text = choice.message.content or ""
+        usage = response.usage
+        prompt_tokens = getattr(usage, "prompt_tokens", None)
+        completion_tokens = getattr(usage, "completion_tokens", None)
+        if prompt_tokens is None:
+            prompt_tokens = count_message_tokens(messages)
+        if completion_tokens is None:
+            completion_tokens = count_tokens(text)
+        return Completion(
+            text=text,
+            prompt_tokens=prompt_tokens,
+            completion_tokens=completion_tokens,
+            model=response.model or model,
+            latency_ms=round((time.perf_counter() - started) * 1000),
+            finish_reason=choice.finish_reason,
+            attempts=attempts,
+        )

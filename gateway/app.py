@@ -1,0 +1,129 @@
+"""The gateway's app factory: routes, middlewares, and the resources it owns."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import AsyncIterator
+
+from aiohttp import web
+from redis.asyncio import Redis
+
+from gateway.auth import KeyCache, authenticate, check_admin, require_scope
+from gateway.channel_cache import ChannelCache
+from gateway.errors import ApiError, Handler, error_middleware
+from gateway.idempotency import IdempotencyCache
+from gateway.metrics import GatewayMetrics
+from gateway.producer import DurableProducer
+from gateway.routes import ROUTES
+from gateway.routing import register, spec_for
+from gateway.services import CALLER, SERVICES, Services
+from omnichat.settings import Settings
+from storage.db import open_pool
+from storage.secrets import SecretBox
+from streams.topics import ensure_topics
+
+log = logging.getLogger(__name__)
+
+
+@web.middleware
+async def metrics_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Count requests and their latency by route template (bounded labels)."""
+    started = time.perf_counter()
+    resource = request.match_info.route.resource
+    route = resource.canonical if resource is not None else "unmatched"
+    status = 500
+    try:
+        response = await handler(request)
+        status = response.status
+        return response
+    except web.HTTPException as exc:
+        status = exc.status
+        raise
+    finally:
+        m = request.app[SERVICES].metrics
+        m.requests.labels(route, request.method, str(status)).inc()
+        m.latency.labels(route).observe(time.perf_counter() - started)
+
+
+@web.middleware
+async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Apply each route's auth: API key + X-Workspace-ID and scope, or the admin token."""
+    spec = spec_for(request)
+    if spec is None:
+        return await handler(request)
+    svc = request.app[SERVICES]
+    if spec.auth == "key":
+        who = await authenticate(request, svc.pool, svc.keys)
+        require_scope(who, request.method)
+        request[CALLER] = who
+    elif spec.auth == "admin":
+        token = svc.settings.admin_token
+        check_admin(request, token.get_secret_value() if token else None)
+    return await handler(request)
+
+
+def create_app(settings: Settings) -> web.Application:
+    """The gateway application; it opens its pool, Redis and producer on startup."""
+    if not (settings.database_url and settings.redis_url and settings.broker_url):
+        raise ValueError("the gateway needs broker_url, database_url and redis_url")
+    if settings.secret_key is None:
+        raise ValueError("the gateway needs secret_key to read channel credentials")
+    app = web.Application(
+        middlewares=[error_middleware, metrics_middleware, auth_middleware],
+        client_max_size=settings.max_body_bytes + 64 * 1024,
+    )
+    register(app, ROUTES)
+    app.cleanup_ctx.append(_resources(settings))
+    return app
+
+
+def _resources(settings: Settings):
+    async def ctx(app: web.Application) -> AsyncIterator[None]:
+        assert settings.database_url and settings.redis_url and settings.broker_url
+        assert settings.secret_key is not None
+        pool = await open_pool(
+            settings.database_url,
+            min_size=settings.database_pool_min,
+            max_size=settings.database_pool_max,
+        )
+        redis = Redis.from_url(
+            settings.redis_url,
+            socket_connect_timeout=1.0,
+            socket_timeout=1.0,
+            health_check_interval=0,
+        )
+        producer = DurableProducer(
+            settings.broker_url,
+            timeout=settings.produce_timeout_seconds,
+            partitions=settings.topic_partitions,
+        )
+        try:
+            await ensure_topics(settings.broker_url, settings.topic_partitions, timeout=5.0)
+        except Exception as exc:
+            log.warning("could not ensure topics: %s", exc)
+        await producer.start()
+        box = SecretBox(settings.secret_key.get_secret_value())
+        app[SERVICES] = Services(
+            settings=settings,
+            pool=pool,
+            redis=redis,
+            producer=producer,
+            box=box,
+            keys=KeyCache(settings.auth_cache_seconds),
+            channels=ChannelCache(pool, box, settings.auth_cache_seconds),
+            idempotency=IdempotencyCache(redis, ttl_seconds=settings.idempotency_ttl_seconds),
+            metrics=GatewayMetrics(),
+        )
+        try:
+            yield
+        finally:
+            await app[SERVICES].idempotency.drain()
+            await producer.stop()
+            await redis.aclose()
+            await pool.close()
+
+    return ctx
+
+
+__all__ = ["ApiError", "create_app"]

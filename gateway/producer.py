@@ -1,0 +1,135 @@
+"""The gateway's durable producer: a webhook is acknowledged only after the broker's ack.
+
+``acks="all"`` without idempotence (Tansu has no InitProducerId; duplicates are
+removed downstream by our own keys). ``linger_ms=0``: every request waits for
+its own produce, and aiokafka batches whatever accumulates while one request
+is in flight, so concurrency gives batching for free.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+
+from aiokafka import AIOKafkaProducer
+from aiokafka.errors import KafkaError
+
+from streams.topics import bootstrap_servers, ensure_topics
+
+log = logging.getLogger(__name__)
+
+
+class BrokerUnavailable(Exception):
+    """The record could not be made durable in time."""
+
+
+class DurableProducer:
+    """Owns one AIOKafkaProducer; reconnects in the background when the broker is away."""
+
+    def __init__(self, broker_url: str, *, timeout: float, partitions: int = 4) -> None:
+        self._broker_url = broker_url
+        self._partitions = partitions
+        self._servers = bootstrap_servers(broker_url)
+        self.timeout = timeout
+        self._producer: AIOKafkaProducer | None = None
+        self._connect_task: asyncio.Task | None = None
+        self._stopping = False
+        self._suspect = False  # a send failed: verify topics before the next one
+        self._verify_lock = asyncio.Lock()
+
+    def _new(self) -> AIOKafkaProducer:
+        return AIOKafkaProducer(
+            bootstrap_servers=self._servers,
+            acks="all",
+            enable_idempotence=False,
+            linger_ms=0,
+            request_timeout_ms=max(1000, int(self.timeout * 1000)),
+            max_request_size=4 * 1024 * 1024,
+            retry_backoff_ms=100,
+        )
+
+    async def start(self) -> None:
+        """Connect now if the broker is there, else keep trying in the background."""
+        if not await self._try_connect():
+            self._connect_task = asyncio.create_task(self._reconnect_loop())
+
+    async def _try_connect(self) -> bool:
+        producer = self._new()
+        try:
+            await asyncio.wait_for(producer.start(), self.timeout)
+        except (KafkaError, OSError, TimeoutError) as exc:
+            log.warning("broker not reachable yet: %s", exc)
+            with contextlib.suppress(Exception):
+                await producer.stop()
+            return False
+        self._producer = producer
+        return True
+
+    async def _reconnect_loop(self) -> None:
+        while not self._stopping and self._producer is None:
+            await asyncio.sleep(1.0)
+            await self._try_connect()
+
+    @property
+    def connected(self) -> bool:
+        """Whether a producer is started."""
+        return self._producer is not None
+
+    async def send(
+        self, topic: str, *, key: bytes, value: bytes, headers: list[tuple[str, bytes]]
+    ) -> float:
+        """Produce and wait for the ack; returns seconds taken, or raises BrokerUnavailable."""
+        if self._producer is None:
+            raise BrokerUnavailable("not connected to the broker")
+        started = time.perf_counter()
+        if self._suspect:
+            await self._verify_topics()
+        try:
+            fut = await asyncio.wait_for(
+                self._producer.send(topic, value=value, key=key, headers=headers), self.timeout
+            )
+            await asyncio.wait_for(fut, self.timeout - (time.perf_counter() - started))
+        except (KafkaError, TimeoutError, OSError) as exc:
+            self._suspect = True
+            raise BrokerUnavailable(f"broker did not acknowledge: {type(exc).__name__}") from exc
+        return time.perf_counter() - started
+
+    async def _verify_topics(self) -> None:
+        """After a failure, check the topics exist before trusting an ack again.
+
+        A restarted broker may have lost them (Tansu's memory storage does), and
+        Tansu then acknowledges a produce to the missing topic without storing it.
+        """
+        async with self._verify_lock:
+            if not self._suspect:
+                return
+            try:
+                await ensure_topics(self._broker_url, self._partitions, timeout=self.timeout)
+            except Exception as exc:
+                raise BrokerUnavailable(f"broker topics not verified: {exc}") from exc
+            self._suspect = False
+
+    async def ping(self) -> bool:
+        """Readiness: the broker answers a metadata request."""
+        if self._producer is None:
+            return False
+        try:
+            await asyncio.wait_for(self._producer.client.fetch_all_metadata(), 2.0)
+        except (KafkaError, TimeoutError, OSError):
+            return False
+        return True
+
+    async def stop(self) -> None:
+        """Flush and close (safe to call twice)."""
+        self._stopping = True
+        if self._connect_task is not None:
+            self._connect_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._connect_task
+            self._connect_task = None
+        if self._producer is not None:
+            with contextlib.suppress(Exception):
+                await self._producer.stop()
+            self._producer = None

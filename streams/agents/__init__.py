@@ -1,0 +1,1 @@
+"""One module per stage agent; each has ``register(app, ...)``."""

@@ -1,0 +1,93 @@
+"""The Faust app: topics, tables and agents wired from settings.
+
+``create_app(settings)`` builds everything; each agent lives in
+``streams/agents/<stage>.py`` and calls the stage's plain functions in
+``agents_pipeline/``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import faust
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from omnichat.settings import Settings
+from streams import transport
+from streams.metrics import StreamMetrics
+from streams.resources import Resources
+from streams.topology import Topics, declare_topics
+
+
+class OmnichatApp(faust.App):
+    """faust.App that owns the worker's resources and closes them on stop."""
+
+    resources: Resources
+    metrics: StreamMetrics
+    topics_: Topics
+    settings: Settings
+
+    async def on_stop(self) -> None:
+        """Close the pool, HTTP session and LLM client after the agents stopped."""
+        await super().on_stop()
+        await self.resources.close()
+
+
+@dataclass(frozen=True)
+class Tables:
+    """The app's tables."""
+
+    dedupe: faust.Table
+
+
+def create_app(settings: Settings) -> OmnichatApp:
+    """Build the app, its topics, tables and agents."""
+    if not settings.broker_url:
+        raise ValueError("the worker needs broker_url")
+    transport.FETCH_MAX_WAIT_MS["value"] = settings.fetch_max_wait_ms
+    app = OmnichatApp(
+        settings.worker_id,
+        broker=transport.faust_broker_url(settings.broker_url),
+        store="memory://",
+        topic_partitions=settings.topic_partitions,
+        topic_replication_factor=1,
+        producer_acks=-1,
+        processing_guarantee="at_least_once",
+        consumer_auto_offset_reset="earliest",
+        web_enabled=True,
+        web_bind="127.0.0.1",
+        web_port=settings.worker_web_port,
+        web_in_thread=False,
+        broker_commit_interval=1.0,
+        # Tansu holds a new group's join for about half the rebalance timeout: keep both short
+        # so that a worker joins (and a dead member is replaced) in seconds, not half a minute.
+        broker_session_timeout=settings.worker_session_timeout_seconds,
+        broker_rebalance_timeout=settings.worker_session_timeout_seconds,
+        broker_heartbeat_interval=1.0,
+        stream_wait_empty=False,
+        table_cleanup_interval=60.0,
+    )
+    app.settings = settings
+    app.metrics = StreamMetrics()
+    app.resources = Resources(settings, app.metrics)
+    app.topics_ = declare_topics(app, settings.topic_partitions)
+    tables = Tables(
+        dedupe=app.Table(
+            "webhook-dedupe",
+            default=int,
+            partitions=settings.topic_partitions,
+            key_type=str,
+            value_type=int,
+        ),
+    )
+
+    @app.page("/metrics")
+    async def metrics(web: faust.web.Web, request: faust.web.Request) -> faust.web.Response:
+        return web.bytes(
+            generate_latest(app.metrics.registry), content_type=CONTENT_TYPE_LATEST.split(";")[0]
+        )
+
+    from streams.agents import normalize
+
+    normalize.register(app, tables.dedupe)
+    return app

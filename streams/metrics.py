@@ -1,0 +1,76 @@
+"""The workers' Prometheus metrics: per stage in, out, failed and latency; dedupe hits."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Histogram
+
+BUCKETS = (0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
+
+
+class StreamMetrics:
+    """One set per worker process."""
+
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        self.registry = registry or CollectorRegistry()
+        r = self.registry
+        self.events_in = Counter(
+            "omnichat_stage_events_in_total", "Events a stage consumed.", ["stage"], registry=r
+        )
+        self.events_out = Counter(
+            "omnichat_stage_events_out_total", "Events a stage produced.", ["stage"], registry=r
+        )
+        self.events_failed = Counter(
+            "omnichat_stage_events_failed_total",
+            "Events a stage dead-lettered or failed.",
+            ["stage"],
+            registry=r,
+        )
+        self.stage_latency = Histogram(
+            "omnichat_stage_duration_seconds",
+            "Processing time of one batch of a stage.",
+            ["stage"],
+            buckets=BUCKETS,
+            registry=r,
+        )
+        self.dedupe_hits = Counter(
+            "omnichat_dedupe_hits_total",
+            "Repeats dropped by a stage's dedupe.",
+            ["stage"],
+            registry=r,
+        )
+        self.reply_latency = Histogram(
+            "omnichat_reply_latency_seconds",
+            "From webhook accepted by the gateway to the reply sent (or stored).",
+            buckets=BUCKETS,
+            registry=r,
+        )
+        self.llm_calls = Counter(
+            "omnichat_llm_calls_total",
+            "LLM calls by model and outcome.",
+            ["model", "outcome"],
+            registry=r,
+        )
+        self.llm_tokens = Counter(
+            "omnichat_llm_tokens_total",
+            "LLM tokens by model and kind.",
+            ["model", "kind"],
+            registry=r,
+        )
+        self.llm_latency = Histogram(
+            "omnichat_llm_duration_seconds",
+            "LLM call latency.",
+            ["model"],
+            buckets=BUCKETS,
+            registry=r,
+        )
+        self.sends = Counter(
+            "omnichat_provider_sends_total",
+            "Provider send attempts by provider and outcome.",
+            ["provider", "outcome"],
+            registry=r,
+        )
+        self.window_refusals = Counter(
+            "omnichat_window_refusals_total",
+            "Replies not sent because WhatsApp's 24-hour window was closed.",
+            registry=r,
+        )

@@ -1,0 +1,51 @@
+"""A faust transport whose consumer fetch wait is our setting, not faust's fixed 1500 ms.
+
+Tansu (the dev broker) holds a fetch that found no data for the whole wait
+instead of answering when data arrives, so every idle hop of the pipeline costs
+half the wait on average (~750 ms with faust's value). Redpanda and Kafka
+answer at once; there the setting only bounds idle polling.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import aiokafka
+from faust.transport.drivers import TRANSPORTS
+from faust.transport.drivers import aiokafka as faust_aiokafka
+
+SCHEME = "omnikafka"
+# Set by create_app before the worker starts (one app per process).
+FETCH_MAX_WAIT_MS = {"value": 100}
+
+
+class ConsumerThread(faust_aiokafka.AIOKafkaConsumerThread):
+    """Faust's consumer thread with our fetch wait."""
+
+    def _create_worker_consumer(self, transport: Any) -> aiokafka.AIOKafkaConsumer:
+        consumer = super()._create_worker_consumer(transport)
+        # aiokafka reads this when start() builds its Fetcher, which has not happened yet.
+        consumer._fetch_max_wait_ms = FETCH_MAX_WAIT_MS["value"]
+        return consumer
+
+
+class Consumer(faust_aiokafka.Consumer):
+    """Faust's aiokafka consumer using ``ConsumerThread``."""
+
+    def _new_consumer_thread(self) -> faust_aiokafka.AIOKafkaConsumerThread:
+        return ConsumerThread(self, loop=self.loop, beacon=self.beacon)
+
+
+class Transport(faust_aiokafka.Transport):
+    """Faust's aiokafka transport using ``Consumer``."""
+
+    Consumer = Consumer
+
+
+TRANSPORTS.aliases.setdefault(SCHEME, f"{__name__}:Transport")
+
+
+def faust_broker_url(broker_url: str) -> str:
+    """``kafka://h:p,h2:p2`` → ``omnikafka://h:p;omnikafka://h2:p2`` for faust."""
+    hosts = [part.split("://", 1)[-1] for part in broker_url.split(",")]
+    return ";".join(f"{SCHEME}://{h}" for h in hosts)
