@@ -17,6 +17,8 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from pydantic import SecretStr
+
 from omnichat.embedded import EmbeddedBroker, EmbeddedPostgres, EmbeddedRedis
 from omnichat.settings import Settings
 
@@ -48,13 +50,15 @@ class DevStack:
         data.mkdir(parents=True, exist_ok=True)
         updates: dict[str, object] = {"data_dir": data}
         if s.admin_token is None:
-            updates["admin_token"] = _persisted_secret(
-                data / "admin_token", lambda: f"adm_{secrets.token_urlsafe(24)}"
+            updates["admin_token"] = SecretStr(
+                _persisted_secret(data / "admin_token", lambda: f"adm_{secrets.token_urlsafe(24)}")
             )
         if s.secret_key is None:
             from storage.secrets import SecretBox
 
-            updates["secret_key"] = _persisted_secret(data / "secret.key", SecretBox.generate_key)
+            updates["secret_key"] = SecretStr(
+                _persisted_secret(data / "secret.key", SecretBox.generate_key)
+            )
         if s.broker_url is None:
             self.broker = EmbeddedBroker(log_path=data / "broker.log").start()
             updates["broker_url"] = self.broker.url

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Histogram
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 BUCKETS = (0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 
@@ -63,6 +63,11 @@ class StreamMetrics:
             buckets=BUCKETS,
             registry=r,
         )
+        self.llm_cost = Counter("omnichat_llm_cost_usd_total",
+                                "Estimated LLM cost in USD by model.", ["model"], registry=r)
+        self.consumer_lag = Gauge("omnichat_consumer_lag",
+                                  "Messages behind the end of each topic partition.",
+                                  ["topic", "partition"], registry=r)
         self.sends = Counter(
             "omnichat_provider_sends_total",
             "Provider send attempts by provider and outcome.",
