@@ -22,8 +22,8 @@ from pydantic import ValidationError
 
 from agents_pipeline.errors import UnsupportedPayload
 from agents_pipeline.providers import get_provider
-from agents_pipeline.providers.base import NormalizedEvent, WebhookItem
-from agents_pipeline.providers.items import keyed_items
+from agents_pipeline.providers.base import NormalizedEvent
+from agents_pipeline.providers.items import KeyedItem, keyed_items
 from storage import webhook_events
 from streams.contracts import DeadLetter, InboundMessage, RawHeaders
 
@@ -46,7 +46,7 @@ class Pending:
 
     dedupe_key: str
     headers: RawHeaders
-    item: WebhookItem
+    keyed: KeyedItem
     events: list[NormalizedEvent]
     dead: DeadLetter | None = None
     row_id: UUID | None = None
@@ -75,7 +75,7 @@ def _body_of(headers: RawHeaders, value: bytes) -> tuple[dict[str, Any], str | N
     return body, None
 
 
-def split_record(record: RawRecord, headers: RawHeaders) -> list[WebhookItem]:
+def split_record(record: RawRecord, headers: RawHeaders) -> list[KeyedItem]:
     """Decode a record's body into keyed items (raises on what cannot be read)."""
     body, client_key = _body_of(headers, record.value)
     items = keyed_items(
@@ -133,18 +133,20 @@ def plan_batch(records: Iterable[RawRecord], seen: Callable[[str], bool]) -> Bat
             )
             continue
         provider = get_provider(headers.provider)
-        for item in items:
-            key = f"{headers.workspace_id}:{item.key}"
+        for keyed in items:
+            key = f"{headers.workspace_id}:{keyed.key}"
             keys.append(key)
             if key in in_batch or seen(key):
                 result.duplicates += 1
                 continue
             in_batch.add(key)
-            pending = Pending(key, headers, item, [])
+            pending = Pending(key, headers, keyed, [])
             try:
-                pending.events = provider.normalize(item, headers=headers)
+                pending.events = provider.normalize(keyed.item, headers=headers)
             except UnsupportedPayload as exc:
-                pending.dead = _dead(str(exc), code=exc.code, headers=headers, payload=item.payload)
+                pending.dead = _dead(
+                    str(exc), code=exc.code, headers=headers, payload=keyed.item.payload
+                )
             result.forward.append(pending)
     return result
 
@@ -161,8 +163,8 @@ def _row(p: Pending) -> dict[str, Any]:
         "workspace_id": h.workspace_id,
         "channel_id": h.channel_id,
         "provider": h.provider.value,
-        "idempotency_key": p.item.key,
-        "raw_payload": p.item.payload,
+        "idempotency_key": p.keyed.key,
+        "raw_payload": p.keyed.item.payload,
         "raw_headers": raw_headers,
         "trace_id": h.trace_id,
         "received_at": h.received_at,
@@ -177,7 +179,7 @@ async def persist_batch(pool: AsyncConnectionPool, result: BatchResult) -> None:
         ids = await webhook_events.insert_events(conn, [_row(p) for p in result.forward])
     kept: list[Pending] = []
     for p in result.forward:
-        row_id, forwarded = ids[f"{p.headers.workspace_id}:{p.item.key}"]
+        row_id, forwarded = ids[f"{p.headers.workspace_id}:{p.keyed.key}"]
         if forwarded:
             result.duplicates += 1
             continue

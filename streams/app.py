@@ -38,6 +38,7 @@ class Tables:
     """The app's tables."""
 
     dedupe: faust.Table
+    usage: faust.Table
 
 
 def create_app(settings: Settings) -> OmnichatApp:
@@ -79,6 +80,13 @@ def create_app(settings: Settings) -> OmnichatApp:
             key_type=str,
             value_type=int,
         ),
+        usage=app.Table(
+            "usage-counters",
+            default=int,
+            partitions=settings.topic_partitions,
+            key_type=str,
+            value_type=int,
+        ),
     )
 
     @app.page("/metrics")
@@ -87,7 +95,9 @@ def create_app(settings: Settings) -> OmnichatApp:
             generate_latest(app.metrics.registry), content_type=CONTENT_TYPE_LATEST.split(";")[0]
         )
 
-    from streams.agents import normalize
+    from streams.agents import normalize, pipeline, records
 
     normalize.register(app, tables.dedupe)
+    pipeline.register(app)
+    records.register(app, tables.usage)
     return app

@@ -215,17 +215,6 @@ class InboundMessage(Contract):
 
 StatusName = Literal["accepted", "sent", "delivered", "read", "failed", "deleted"]
 
-# Rank of each status: a message keeps the highest it reached (they arrive out of order).
-STATUS_RANK: dict[str, int] = {
-    "pending": 0,
-    "accepted": 1,
-    "sent": 2,
-    "delivered": 3,
-    "read": 4,
-    "failed": 5,
-    "deleted": 6,
-}
-
 
 class StatusUpdate(Contract):
     """A delivery status of one of our outbound messages (value of ``messages.status``)."""
@@ -266,6 +255,7 @@ class ResolvedMessage(Contract):
     type: MessageType
     agent_id: UUID
     agent_version_id: UUID
+    knowledge_base_ids: list[UUID] = Field(default_factory=list)
     received_at: datetime
 
     @property

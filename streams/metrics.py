@@ -63,11 +63,18 @@ class StreamMetrics:
             buckets=BUCKETS,
             registry=r,
         )
-        self.llm_cost = Counter("omnichat_llm_cost_usd_total",
-                                "Estimated LLM cost in USD by model.", ["model"], registry=r)
-        self.consumer_lag = Gauge("omnichat_consumer_lag",
-                                  "Messages behind the end of each topic partition.",
-                                  ["topic", "partition"], registry=r)
+        self.llm_cost = Counter(
+            "omnichat_llm_cost_usd_total",
+            "Estimated LLM cost in USD by model.",
+            ["model"],
+            registry=r,
+        )
+        self.consumer_lag = Gauge(
+            "omnichat_consumer_lag",
+            "Messages behind the end of each topic partition.",
+            ["topic", "partition"],
+            registry=r,
+        )
         self.sends = Counter(
             "omnichat_provider_sends_total",
             "Provider send attempts by provider and outcome.",

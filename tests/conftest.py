@@ -16,6 +16,7 @@ import pytest
 import pytest_asyncio
 from aiohttp import web
 from psycopg_pool import AsyncConnectionPool
+from pydantic import SecretStr
 
 from omnichat.embedded import EmbeddedBroker, EmbeddedPostgres, EmbeddedRedis, free_port
 from omnichat.settings import Settings
@@ -195,11 +196,40 @@ async def wait_until(predicate: Any, timeout: float = 20.0, interval: float = 0.
         await asyncio.sleep(interval)
 
 
-@pytest.fixture(scope="session")
-def worker(settings: Settings, stack: Stack, migrated: str) -> Iterator[Any]:
-    """One stream worker for the session (its own consumer group)."""
+@pytest_asyncio.fixture(scope="session", loop_scope="session")
+async def fakes() -> AsyncIterator[Any]:
+    """Local servers playing Meta's Graph API, Evolution and an OpenAI-compatible LLM."""
+    from tests.fakes.evolution_api import FakeEvolutionAPI
+    from tests.fakes.graph_api import FakeGraphAPI
+    from tests.fakes.openai_api import FakeOpenAI
+
+    async with (
+        FakeGraphAPI() as graph,
+        FakeEvolutionAPI() as evolution,
+        FakeOpenAI(api_key="sk-test") as llm,
+    ):
+        yield Fakes(graph, evolution, llm)
+
+
+@dataclass
+class Fakes:
+    """The third parties of the session."""
+
+    graph: Any
+    evolution: Any
+    llm: Any
+
+
+@pytest_asyncio.fixture(scope="session", loop_scope="session")
+async def worker(
+    settings: Settings, stack: Stack, migrated: str, fakes: Fakes
+) -> AsyncIterator[Any]:
+    """One stream worker for the session (its own consumer group), answering with the fake LLM."""
     from tests.integration.helpers import WorkerProcess
 
-    proc = WorkerProcess(settings, stack.tmp / "worker.log").start()
+    local = settings.model_copy(
+        update={"llm_base_url": fakes.llm.base_url, "llm_api_key": SecretStr("sk-test")}
+    )
+    proc = WorkerProcess(local, stack.tmp / "worker.log").start()
     yield proc
     proc.stop()

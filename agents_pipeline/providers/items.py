@@ -6,10 +6,18 @@ dedupe table speak of the same keys.
 
 from __future__ import annotations
 
-import dataclasses
+from dataclasses import dataclass
 from typing import Any
 
 from agents_pipeline.providers.base import Provider, WebhookItem
+
+
+@dataclass(frozen=True)
+class KeyedItem:
+    """A provider item and the key idempotency uses for it (unique within a workspace)."""
+
+    key: str
+    item: WebhookItem
 
 
 def keyed_items(
@@ -19,17 +27,18 @@ def keyed_items(
     channel_id: str,
     client_key: str | None = None,
     message_id: str | None = None,
-) -> list[WebhookItem]:
-    """The webhook's items with the keys idempotency uses (unique within a workspace).
+) -> list[KeyedItem]:
+    """The webhook's items with their idempotency keys.
 
     Provider keys are scoped by channel (``<channel_id>/<key>``): two numbers of one
     workspace messaging each other see the same message id on both channels. A
     client-given idempotency key replaces them: one item is keyed ``ik:<key>`` and
     several ``ik:<key>#<n>``; the client takes responsibility for naming the delivery.
+    The items themselves are the provider's, untouched.
     """
     items = provider.split(body, message_id=message_id)
     if client_key is None:
-        return [dataclasses.replace(it, key=f"{channel_id}/{it.key}") for it in items]
+        return [KeyedItem(f"{channel_id}/{it.key}", it) for it in items]
     if len(items) == 1:
-        return [dataclasses.replace(items[0], key=f"ik:{client_key}")]
-    return [dataclasses.replace(it, key=f"ik:{client_key}#{n}") for n, it in enumerate(items)]
+        return [KeyedItem(f"ik:{client_key}", items[0])]
+    return [KeyedItem(f"ik:{client_key}#{n}", it) for n, it in enumerate(items)]

@@ -127,6 +127,11 @@ class WorkerProcess:
             os.killpg(self.proc.pid, signal.SIGKILL)
             self.proc.wait()
 
+    def restart(self) -> WorkerProcess:
+        """Start again with the same consumer group (after a stop or a crash)."""
+        self.stop()
+        return self.start()
+
     def log(self) -> str:
         """Everything the worker printed."""
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""

@@ -1,0 +1,112 @@
+"""generate (with the database): prompt from the agent version and history, one run per message.
+
+The LLM logic itself is ``agents_pipeline.generate.generate_reply`` (no I/O but
+the LLM). This module loads what it needs and records the ``agent_runs`` row.
+A message that already has a run reuses it: a retried stage never calls the
+model twice nor answers with a different text.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from psycopg_pool import AsyncConnectionPool
+
+from agents_pipeline.generate import generate_reply
+from agents_pipeline.llm import AgentSpec, GenerationResult, HistoryTurn, LLMClient
+from storage import agents, messages, runs, workspaces
+from streams.contracts import GeneratedReply, RetrievedChunk, RetrievedMessage
+
+
+@dataclass
+class AgentRun:
+    """The reply and whether this call created the run (usage counts it once)."""
+
+    reply: GeneratedReply
+    created: bool
+    result: GenerationResult | None
+
+
+def _history(rows: list[dict]) -> list[HistoryTurn]:
+    return [
+        HistoryTurn(role="user" if r["direction"] == "in" else "assistant", text=r["text"])
+        for r in rows
+    ]
+
+
+async def run_agent(
+    pool: AsyncConnectionPool,
+    msg: RetrievedMessage,
+    *,
+    llm: LLMClient | None,
+    default_model: str,
+) -> AgentRun:
+    """Answer one message (or return the answer it already has)."""
+    async with pool.connection() as conn:
+        existing = await runs.get_run_for_message(conn, message_id=msg.message_id)
+        if existing is not None:
+            return AgentRun(_reply(msg, existing), created=False, result=None)
+        version = await agents.get_version(
+            conn,
+            workspace_id=msg.workspace_id,
+            agent_id=msg.agent_id,
+            version_id=msg.agent_version_id,
+        )
+        stored = await messages.get_message(
+            conn, workspace_id=msg.workspace_id, message_id=msg.message_id
+        )
+        workspace = await workspaces.get_workspace(conn, workspace_id=msg.workspace_id)
+        history = await messages.history(
+            conn,
+            workspace_id=msg.workspace_id,
+            conversation_id=msg.conversation_id,
+            before=stored["created_at"] if stored else msg.received_at,
+        )
+    assert version is not None, "a published version is immutable and never deleted alone"
+    spec = AgentSpec(
+        system_prompt=version["system_prompt"],
+        model=version["model"],
+        temperature=version["temperature"],
+        max_tokens=version["max_tokens"],
+        history_tokens=version["history_tokens"],
+        fallback_text=version["fallback_text"] or (workspace or {}).get("fallback_text"),
+    )
+    result = await generate_reply(
+        agent=spec,
+        user_text=msg.text or "",
+        history=_history(history),
+        chunks=msg.chunks,
+        llm=llm,
+        default_model=default_model,
+    )
+    async with pool.connection() as conn:
+        row, created = await runs.insert_run(
+            conn,
+            {
+                "workspace_id": msg.workspace_id,
+                "agent_id": msg.agent_id,
+                "version_id": msg.agent_version_id,
+                "conversation_id": msg.conversation_id,
+                "message_id": msg.message_id,
+                "model": result.model,
+                "prompt_tokens": result.prompt_tokens,
+                "completion_tokens": result.completion_tokens,
+                "latency_ms": result.latency_ms,
+                "cost_usd": result.cost_usd,
+                "sources": [s.model_dump(mode="json") for s in result.sources],
+                "outcome": result.outcome,
+                "error": result.error,
+                "reply_text": result.reply_text,
+                "trace_id": msg.trace_id,
+            },
+        )
+    return AgentRun(_reply(msg, row), created=created, result=result if created else None)
+
+
+def _reply(msg: RetrievedMessage, run: dict) -> GeneratedReply:
+    return GeneratedReply(
+        **msg.model_dump(exclude={"chunks"}),
+        run_id=run["id"],
+        reply_text=run["reply_text"] or "",
+        sources=[RetrievedChunk.model_validate(s) for s in run["sources"]],
+    )

@@ -1,0 +1,205 @@
+"""send: deliver an outbound message through its provider, exactly once per message id.
+
+Before calling the provider the message is *claimed* (``pending → sending``); a
+message that already reached ``sent`` (or ``failed``/``blocked``) is never sent
+again, whatever replays the request. A worker that dies between the provider's
+answer and recording it leaves the message in ``sending``, and a replay sends it
+again: that window (one HTTP round trip) is the only at-least-once left.
+
+WhatsApp refuses free text more than 24 hours after the contact's last message:
+such a reply is not attempted, it is ``blocked`` and audited. Retriable errors
+(429, 5xx, timeouts, Meta's throughput codes) are retried with backoff,
+honouring Retry-After; a permanent error marks the message ``failed`` and goes to
+``deadletter``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+
+import aiohttp
+from psycopg_pool import AsyncConnectionPool
+
+from agents_pipeline.errors import ProviderError
+from agents_pipeline.providers import get_provider
+from agents_pipeline.providers.configs import parse_config
+from storage import channels, conversations, messages
+from storage.secrets import SecretBox
+from streams.contracts import AuditEvent, DeadLetter, ProviderName, SendRequest, SentMessage
+
+WINDOW = timedelta(hours=24)
+MAX_RETRY_AFTER = 30.0
+
+
+@dataclass
+class SendOutcome:
+    """What happened to one send request."""
+
+    sent: SentMessage | None  # None: already handled before (a replay)
+    attempts: int = 0
+    dead: DeadLetter | None = None
+    audit: list[AuditEvent] = field(default_factory=list)
+
+
+def _backoff(attempt: int, base: float) -> float:
+    return min(MAX_RETRY_AFTER, base * 2**attempt) * (0.5 + random.random() / 2)
+
+
+def _sent(req: SendRequest, status: str, now: datetime, **kw: str | None) -> SentMessage:
+    return SentMessage(
+        trace_id=req.trace_id,
+        workspace_id=req.workspace_id,
+        channel_id=req.channel_id,
+        conversation_id=req.conversation_id,
+        contact_external_id=req.contact_external_id,
+        outbound_id=req.outbound_id,
+        status=status,  # type: ignore[arg-type]
+        occurred_at=now,
+        **kw,
+    )
+
+
+def _audit(req: SendRequest, action: str, now: datetime, details: dict) -> AuditEvent:
+    return AuditEvent(
+        trace_id=req.trace_id,
+        event_key=f"{action}:{req.outbound_id}",
+        workspace_id=req.workspace_id,
+        actor="system:send",
+        action=action,
+        object_type="message",
+        object_id=str(req.outbound_id),
+        details=details,
+        occurred_at=now,
+    )
+
+
+async def deliver(
+    pool: AsyncConnectionPool,
+    http: aiohttp.ClientSession,
+    req: SendRequest,
+    *,
+    box: SecretBox,
+    max_attempts: int,
+    timeout: float,
+    now: Callable[[], datetime],
+    backoff_base: float = 0.5,
+    sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+) -> SendOutcome:
+    """Send one request; record the outcome on the message row."""
+    ws = req.workspace_id
+    async with pool.connection() as conn:
+        claimed = await messages.claim_for_send(conn, workspace_id=ws, message_id=req.outbound_id)
+        if claimed is None:
+            return SendOutcome(None)
+        channel = await channels.get_channel(conn, workspace_id=ws, channel_id=req.channel_id)
+        conv = await conversations.get_conversation(
+            conn, workspace_id=ws, conversation_id=req.conversation_id
+        )
+    if channel is None or conv is None:
+        return await _fail(pool, req, now(), "channel_missing", "the channel no longer exists")
+
+    provider = ProviderName(channel["provider"])
+    last_in = conv["last_inbound_at"]
+    if provider is not ProviderName.SANDBOX and (last_in is None or now() - last_in > WINDOW):
+        return await _block(pool, req, now(), last_in)
+
+    config = parse_config(provider, {**channel["config"], **box.open(channel["secrets"])})
+    to = req.contact_phone or req.contact_external_id
+    attempt = 0
+    while True:
+        attempt += 1
+        try:
+            result = await get_provider(provider).send_text(
+                http, config, to=to, text=req.text, timeout=timeout
+            )
+        except ProviderError as exc:
+            if exc.outside_window:
+                return await _block(pool, req, now(), last_in, code=exc.code)
+            if exc.retriable and attempt < max_attempts:
+                delay = (
+                    exc.retry_after
+                    if exc.retry_after is not None
+                    else _backoff(attempt - 1, backoff_base)
+                )
+                await sleep(min(delay, MAX_RETRY_AFTER))
+                continue
+            out = await _fail(pool, req, now(), exc.code or "provider_error", exc.message)
+            out.attempts = attempt
+            return out
+        break
+    at = now()
+    async with pool.connection() as conn:
+        await messages.mark_sent(
+            conn,
+            workspace_id=ws,
+            message_id=req.outbound_id,
+            provider_message_id=result.provider_message_id,
+            sent_at=at,
+        )
+        await conversations.touch(
+            conn, workspace_id=ws, conversation_id=req.conversation_id, at=at, inbound=False
+        )
+    status = "stored" if provider is ProviderName.SANDBOX else "sent"
+    return SendOutcome(
+        _sent(req, status, at, provider_message_id=result.provider_message_id), attempts=attempt
+    )
+
+
+async def _fail(
+    pool: AsyncConnectionPool, req: SendRequest, at: datetime, code: str, message: str
+) -> SendOutcome:
+    async with pool.connection() as conn:
+        await messages.mark_failed(
+            conn,
+            workspace_id=req.workspace_id,
+            message_id=req.outbound_id,
+            status="failed",
+            error_code=code,
+            error_message=message,
+        )
+    dead = DeadLetter(
+        trace_id=req.trace_id,
+        stage="send",
+        reason=message,
+        error_code=code,
+        workspace_id=req.workspace_id,
+        channel_id=req.channel_id,
+        payload=req.model_dump(mode="json"),
+    )
+    return SendOutcome(_sent(req, "failed", at, error_code=code, error_message=message), dead=dead)
+
+
+async def _block(
+    pool: AsyncConnectionPool,
+    req: SendRequest,
+    at: datetime,
+    last_inbound: datetime | None,
+    code: str | None = None,
+) -> SendOutcome:
+    reason = "outside WhatsApp's 24-hour customer-service window"
+    async with pool.connection() as conn:
+        await messages.mark_failed(
+            conn,
+            workspace_id=req.workspace_id,
+            message_id=req.outbound_id,
+            status="blocked",
+            error_code=code or "outside_window",
+            error_message=reason,
+        )
+    audit = _audit(
+        req,
+        "message.blocked_outside_window",
+        at,
+        {
+            "last_inbound_at": last_inbound.isoformat() if last_inbound else None,
+            "provider_code": code,
+        },
+    )
+    return SendOutcome(
+        _sent(req, "blocked", at, error_code=code or "outside_window", error_message=reason),
+        audit=[audit],
+    )

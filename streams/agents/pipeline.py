@@ -1,0 +1,176 @@
+"""The conversation stages: resolve → retrieve → generate → reply → send, and statuses.
+
+Each handler is a few lines: parse is done by ``stage_agent``, the work by the
+stage's plain functions in ``agents_pipeline/``, and the handler only says what
+to send on.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING
+
+from agents_pipeline.reply import prepare_reply
+from agents_pipeline.resolve import resolve
+from agents_pipeline.retrieve import NoKnowledge, Retriever, retrieve
+from agents_pipeline.run_agent import run_agent
+from agents_pipeline.send import deliver
+from agents_pipeline.status import apply_status
+from streams.agents.stage import Out, stage_agent
+from streams.contracts import (
+    GeneratedReply,
+    InboundMessage,
+    ResolvedMessage,
+    RetrievedMessage,
+    SendRequest,
+    StatusUpdate,
+    UsageEvent,
+)
+
+if TYPE_CHECKING:
+    from streams.app import OmnichatApp
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+def usage(trace_id: str, key: str, workspace_id: object, kind: str, amount: int) -> UsageEvent:
+    """A usage increment with the key that makes it count once."""
+    now = _now()
+    return UsageEvent(
+        trace_id=trace_id,
+        event_key=f"{kind}:{key}",
+        workspace_id=workspace_id,
+        kind=kind,
+        amount=amount,
+        day=now.date(),
+        occurred_at=now,
+    )  # type: ignore[arg-type]
+
+
+def register(app: OmnichatApp, retriever: Retriever | None = None) -> None:
+    """Add the conversation stages to the app."""
+    t = app.topics_
+    res = app.resources
+    s = app.settings
+    m = app.metrics
+    knowledge = retriever or NoKnowledge()
+
+    async def on_normalized(msg: InboundMessage) -> list[Out]:
+        pool = await res.pool()
+        async with pool.connection() as conn, conn.transaction():
+            outcome = await resolve(
+                conn, msg, takeover_seconds=s.human_takeover_seconds, now=_now()
+            )
+        out = [Out(t.audit, a, str(a.workspace_id)) for a in outcome.audit]
+        if outcome.created:
+            out.append(
+                Out(
+                    t.usage,
+                    usage(msg.trace_id, msg.event_key, msg.workspace_id, "inbound_messages", 1),
+                    str(msg.workspace_id),
+                )
+            )
+        if outcome.resolved is not None:
+            out.append(Out(t.resolved, outcome.resolved, outcome.resolved.key))
+        return out
+
+    async def on_status(update: StatusUpdate) -> list[Out]:
+        pool = await res.pool()
+        async with pool.connection() as conn:
+            await apply_status(conn, update)
+        return []
+
+    async def on_resolved(msg: ResolvedMessage) -> list[Out]:
+        found = await retrieve(msg, retriever=knowledge)
+        return [Out(t.retrieved, found, found.key)]
+
+    async def on_retrieved(msg: RetrievedMessage) -> list[Out]:
+        pool = await res.pool()
+        await res.http()  # opens the LLM client when one is configured
+        run = await run_agent(pool, msg, llm=res.llm, default_model=s.llm_model)
+        out: list[Out] = [Out(t.generated, run.reply, run.reply.key)]
+        r = run.result
+        if r is not None:
+            m.llm_calls.labels(r.model, r.outcome).inc()
+            m.llm_tokens.labels(r.model, "prompt").inc(r.prompt_tokens)
+            m.llm_tokens.labels(r.model, "completion").inc(r.completion_tokens)
+            m.llm_latency.labels(r.model).observe(r.latency_ms / 1000)
+            m.llm_cost.labels(r.model).inc(r.cost_usd)
+            ws = str(msg.workspace_id)
+            key = str(msg.message_id)
+            out += [
+                Out(
+                    t.usage,
+                    usage(
+                        msg.trace_id, key, msg.workspace_id, "llm_prompt_tokens", r.prompt_tokens
+                    ),
+                    ws,
+                ),
+                Out(
+                    t.usage,
+                    usage(
+                        msg.trace_id,
+                        key,
+                        msg.workspace_id,
+                        "llm_completion_tokens",
+                        r.completion_tokens,
+                    ),
+                    ws,
+                ),
+            ]
+        return out
+
+    async def on_generated(gen: GeneratedReply) -> list[Out]:
+        pool = await res.pool()
+        async with pool.connection() as conn:
+            req = await prepare_reply(conn, gen)
+        return [] if req is None else [Out(t.send, req, req.key)]
+
+    async def on_send(req: SendRequest) -> list[Out]:
+        pool = await res.pool()
+        http = await res.http()
+        assert res.box is not None, "the worker needs secret_key to read channel credentials"
+        outcome = await deliver(
+            pool,
+            http,
+            req,
+            box=res.box,
+            max_attempts=s.send_max_attempts,
+            timeout=s.send_timeout_seconds,
+            now=_now,
+        )
+        if outcome.sent is None:
+            m.dedupe_hits.labels("send").inc()
+            return []
+        sent = outcome.sent
+        m.sends.labels(req.provider.value, sent.status).inc()
+        out: list[Out] = [Out(t.sent, sent, sent.key)]
+        out += [Out(t.audit, a, str(a.workspace_id)) for a in outcome.audit]
+        if outcome.dead is not None:
+            out.append(Out(t.deadletter, outcome.dead, "send"))
+        if sent.status == "blocked":
+            m.window_refusals.inc()
+        if sent.status in ("sent", "stored"):
+            if req.received_at is not None:
+                m.reply_latency.observe((sent.occurred_at - req.received_at).total_seconds())
+            out.append(
+                Out(
+                    t.usage,
+                    usage(
+                        req.trace_id, str(req.outbound_id), req.workspace_id, "outbound_messages", 1
+                    ),
+                    str(req.workspace_id),
+                )
+            )
+        return out
+
+    stage_agent(app, name="resolve", topic=t.normalized, model=InboundMessage, handle=on_normalized)
+    stage_agent(app, name="status", topic=t.status, model=StatusUpdate, handle=on_status)
+    stage_agent(app, name="retrieve", topic=t.resolved, model=ResolvedMessage, handle=on_resolved)
+    stage_agent(
+        app, name="generate", topic=t.retrieved, model=RetrievedMessage, handle=on_retrieved
+    )
+    stage_agent(app, name="reply", topic=t.generated, model=GeneratedReply, handle=on_generated)
+    stage_agent(app, name="send", topic=t.send, model=SendRequest, handle=on_send)

@@ -1,0 +1,77 @@
+"""Side topics into tables: usage counted per workspace and day, audit events into the log."""
+
+from __future__ import annotations
+
+import time
+from collections import defaultdict
+from datetime import date
+from typing import TYPE_CHECKING
+from uuid import UUID
+
+import faust
+
+from storage import audit, usage
+from streams.contracts import AuditEvent, UsageEvent
+from streams.retry import with_retry
+
+if TYPE_CHECKING:
+    from streams.app import OmnichatApp
+
+
+def register(app: OmnichatApp, counters: faust.Table) -> None:
+    """Add the usage and audit agents."""
+    t = app.topics_
+    m = app.metrics
+
+    @app.agent(t.usage, name="usage")
+    async def count_usage(stream: faust.StreamT) -> None:
+        """Add each increment to the table (key ``workspace:day:kind``), then write the day's
+        totals to ``usage_records``; the table is the counter, the row its copy."""
+        async for events in stream.take_events(500, within=0.05):
+            started = time.perf_counter()
+            touched: dict[tuple[UUID, date], dict[str, int]] = defaultdict(dict)
+            current = faust.streams.current_event()
+            for e in events:
+                ev = UsageEvent.model_validate_json(e.value)
+                key = f"{ev.workspace_id}:{ev.day.isoformat()}:{ev.kind}"
+                stream._set_current_event(e)  # changelog partition = the event's partition
+                counters[key] += ev.amount
+                for kind in usage.KINDS:
+                    touched[(ev.workspace_id, ev.day)][kind] = counters[
+                        f"{ev.workspace_id}:{ev.day.isoformat()}:{kind}"
+                    ]
+            stream._set_current_event(current)
+            rows = [(ws, day, counts) for (ws, day), counts in touched.items()]
+
+            async def write(rows: list = rows) -> None:
+                pool = await app.resources.pool()
+                async with pool.connection() as conn:
+                    await usage.set_usage(conn, rows)
+
+            await with_retry("usage", write)
+            m.events_in.labels("usage").inc(len(events))
+            m.stage_latency.labels("usage").observe(time.perf_counter() - started)
+
+    @app.agent(t.audit, name="audit")
+    async def write_audit(stream: faust.StreamT) -> None:
+        """Audit events from the stages into ``audit_log`` (their event key makes it once)."""
+        async for events in stream.take_events(200, within=0.05):
+            evs = [AuditEvent.model_validate_json(e.value) for e in events]
+
+            async def write(evs: list[AuditEvent] = evs) -> None:
+                pool = await app.resources.pool()
+                async with pool.connection() as conn:
+                    for ev in evs:
+                        await audit.write_audit(
+                            conn,
+                            workspace_id=ev.workspace_id,
+                            actor=ev.actor,
+                            action=ev.action,
+                            object_type=ev.object_type,
+                            object_id=ev.object_id,
+                            details=ev.details,
+                            event_key=ev.event_key,
+                        )
+
+            await with_retry("audit", write)
+            m.events_in.labels("audit").inc(len(events))
