@@ -23,8 +23,7 @@ from aiohttp import web
 
 from agents_pipeline.errors import UnsupportedPayload
 from agents_pipeline.providers import get_provider
-from agents_pipeline.providers.base import WebhookItem
-from agents_pipeline.providers.items import keyed_items
+from agents_pipeline.providers.items import KeyedItem, keyed_items
 from gateway.bodies import parse_json, path_uuid, read_raw, validate
 from gateway.channel_cache import ChannelInfo
 from gateway.errors import ApiError
@@ -90,7 +89,7 @@ async def _accept(
     svc: Services,
     info: ChannelInfo,
     raw: bytes,
-    items: list[WebhookItem],
+    items: list[KeyedItem],
     *,
     envelope: str = "provider",
     client_key: str | None = None,
@@ -133,7 +132,7 @@ async def _accept(
     return {"ok": True, "idempotent": False, "trace_id": trace_id, "items": len(items)}
 
 
-def _provider_items(info: ChannelInfo, body: Any) -> list[WebhookItem]:
+def _provider_items(info: ChannelInfo, body: Any) -> list[KeyedItem]:
     """Items of a provider-sent body; an unreadable shape is still accepted (and dead-lettered
     by the stream), since the provider cannot fix it and would retry for days."""
     if not isinstance(body, dict):
