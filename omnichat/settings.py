@@ -70,6 +70,10 @@ class Settings(BaseSettings):
         description="Consumer group session and rebalance timeout: how soon a dead worker's "
         "partitions move to another.",
     )
+    worker_web_bind: str = Field(
+        default="127.0.0.1",
+        description="Address of the worker's web server (metrics, views); 0.0.0.0 in containers.",
+    )
     worker_web_port: int = Field(default=6066, description="Faust web (metrics, views).")
     human_takeover_seconds: int = Field(
         default=1800,

@@ -56,7 +56,7 @@ def create_app(settings: Settings) -> OmnichatApp:
         processing_guarantee="at_least_once",
         consumer_auto_offset_reset="earliest",
         web_enabled=True,
-        web_bind="127.0.0.1",
+        web_bind=settings.worker_web_bind,
         web_port=settings.worker_web_port,
         web_in_thread=False,
         broker_commit_interval=1.0,
@@ -94,6 +94,20 @@ def create_app(settings: Settings) -> OmnichatApp:
         return web.bytes(
             generate_latest(app.metrics.registry), content_type=CONTENT_TYPE_LATEST.split(";")[0]
         )
+
+    @app.timer(5.0)
+    async def measure_lag() -> None:
+        """Consumer lag per assigned topic partition: highwater minus committed offset."""
+        consumer = app.consumer
+        for tp in consumer.assignment():
+            if tp.topic.endswith("-changelog") or "__assignor" in tp.topic:
+                continue
+            high = consumer.highwater(tp)
+            committed = consumer._committed_offset.get(tp)  # faust keeps it; no public getter
+            if high is None:
+                continue
+            lag = max(0, high - (committed + 1 if committed is not None else 0))
+            app.metrics.consumer_lag.labels(tp.topic, str(tp.partition)).set(lag)
 
     from streams.agents import normalize, pipeline, records
 

@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any
 import faust
 
 from agents_pipeline import normalize as stage
+from streams import tables
 from streams.contracts import DeadLetter, InboundMessage
 from streams.retry import with_retry
 from streams.topology import encode
@@ -65,13 +66,9 @@ def register(app: OmnichatApp, dedupe: faust.Table) -> None:
                     await topics.deadletter.send(value=encode(dead))
                 m.events_failed.labels("normalize").inc(len(events))
                 continue
-            current = faust.streams.current_event()  # take_events needs it back afterwards
             for e, keys in zip(events, result.keys_by_record, strict=True):
-                # The changelog of a key goes to the partition of the record it came from.
-                stream._set_current_event(e)
                 for key in keys:
-                    dedupe[key] = 1
-            stream._set_current_event(current)
+                    tables.put(dedupe, e.message.partition, key, 1)
             failed = len(result.dead) + sum(1 for p in result.forward if p.dead)
             m.events_failed.labels("normalize").inc(failed)
             m.dedupe_hits.labels("normalize").inc(result.duplicates)

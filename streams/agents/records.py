@@ -11,6 +11,7 @@ from uuid import UUID
 import faust
 
 from storage import audit, usage
+from streams import tables
 from streams.contracts import AuditEvent, UsageEvent
 from streams.retry import with_retry
 
@@ -30,17 +31,13 @@ def register(app: OmnichatApp, counters: faust.Table) -> None:
         async for events in stream.take_events(500, within=0.05):
             started = time.perf_counter()
             touched: dict[tuple[UUID, date], dict[str, int]] = defaultdict(dict)
-            current = faust.streams.current_event()
             for e in events:
                 ev = UsageEvent.model_validate_json(e.value)
                 key = f"{ev.workspace_id}:{ev.day.isoformat()}:{ev.kind}"
-                stream._set_current_event(e)  # changelog partition = the event's partition
-                counters[key] += ev.amount
+                tables.add(counters, e.message.partition, key, ev.amount)
                 for kind in usage.KINDS:
-                    touched[(ev.workspace_id, ev.day)][kind] = counters[
-                        f"{ev.workspace_id}:{ev.day.isoformat()}:{kind}"
-                    ]
-            stream._set_current_event(current)
+                    total = counters.data.get(f"{ev.workspace_id}:{ev.day.isoformat()}:{kind}", 0)
+                    touched[(ev.workspace_id, ev.day)][kind] = int(total)
             rows = [(ws, day, counts) for (ws, day), counts in touched.items()]
 
             async def write(rows: list = rows) -> None:

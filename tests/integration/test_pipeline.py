@@ -511,3 +511,75 @@ async def test_worker_killed_after_generate_replies_once(
     assert runs == 1
     assert len(await out_messages(pool, ch["id"])) == 1
     assert len(sends_to(fakes.graph, sender)) == 1
+
+
+async def test_outside_24h_window_is_blocked_and_audited(
+    gateway: Gateway, tenant: Tenant, pool: AsyncConnectionPool, worker: Any, fakes: Fakes
+) -> None:
+    agent_id = await make_agent(pool, tenant.id)
+    ch = await cloud_channel(gateway, tenant, fakes, agent_id)
+    sender = f"5591{uuid.uuid4().int % 10**9:09d}"
+    body = json.loads(cloud_text(ch["config"]["phone_number_id"], sender, "Ainda tem bolo?"))
+    old = str(int(time.time()) - 25 * 3600)  # delivered late: the window closed meanwhile
+    body["entry"][0]["changes"][0]["value"]["messages"][0]["timestamp"] = old
+    await post_cloud(gateway, ch["id"], json.dumps(body).encode())
+
+    async def blocked() -> list[dict]:
+        rows = await out_messages(pool, ch["id"])
+        return rows if rows and rows[0]["status"] == "blocked" else []
+
+    rows = await wait_until(blocked, timeout=60)
+    assert rows[0]["error_code"] == "outside_window"
+    assert sends_to(fakes.graph, sender) == []
+
+    async def audited() -> bool:
+        return (
+            await count_rows(
+                pool,
+                "SELECT count(*) FROM audit_log WHERE object_id = %s"
+                " AND action = 'message.blocked_outside_window'",
+                str(rows[0]["id"]),
+            )
+            == 1
+        )
+
+    await wait_until(audited, timeout=30)
+
+
+async def test_usage_records_count_the_conversation(
+    gateway: Gateway, pool: AsyncConnectionPool, worker: Any, fakes: Fakes
+) -> None:
+    from tests.conftest import make_tenant
+
+    tenant = await make_tenant(gateway, "Usage")
+    agent_id = await make_agent(pool, tenant.id)
+    sandbox = await create_channel(gateway, tenant, "sandbox", {}, agent_id=agent_id)
+    for text in ("Oi!", "Qual o preço do café?"):
+        status, _ = await gateway.call(
+            "POST",
+            f"/api/v1/webhooks/sandbox/{sandbox['id']}",
+            key=tenant.key,
+            workspace=tenant.id,
+            json={"from": "usage-contact", "text": text},
+        )
+        assert status == 200
+
+    async def counted() -> dict | None:
+        async with pool.connection() as conn:
+            cur = await conn.execute(
+                "SELECT * FROM usage_records WHERE workspace_id = %s", (tenant.id,)
+            )
+            row = await cur.fetchone()
+        return row if row and row["outbound_messages"] == 2 else None
+
+    row = await wait_until(counted, timeout=60)
+    assert row["inbound_messages"] == 2
+    async with pool.connection() as conn:
+        cur = await conn.execute(
+            "SELECT sum(prompt_tokens) AS p, sum(completion_tokens) AS c FROM agent_runs"
+            " WHERE workspace_id = %s",
+            (tenant.id,),
+        )
+        tokens = await cur.fetchone()
+    assert row["llm_prompt_tokens"] == tokens["p"] > 0
+    assert row["llm_completion_tokens"] == tokens["c"] > 0
