@@ -13,7 +13,13 @@ from dataclasses import dataclass
 from psycopg_pool import AsyncConnectionPool
 
 from agents_pipeline.generate import generate_reply
-from agents_pipeline.llm import AgentSpec, GenerationResult, HistoryTurn, LLMClient
+from agents_pipeline.llm import (
+    OFFLINE_MODEL,
+    AgentSpec,
+    GenerationResult,
+    HistoryTurn,
+    LLMClient,
+)
 from storage import agents, messages, runs, workspaces
 from streams.contracts import GeneratedReply, RetrievedChunk, RetrievedMessage
 
@@ -71,12 +77,14 @@ async def run_agent(
         history_tokens=version["history_tokens"],
         fallback_text=version["fallback_text"] or (workspace or {}).get("fallback_text"),
     )
+    # A version whose model is "offline" answers with the deterministic responder even where
+    # an LLM is configured: an FAQ bot that quotes the knowledge base, at no cost.
     result = await generate_reply(
         agent=spec,
         user_text=msg.text or "",
         history=_history(history),
         chunks=msg.chunks,
-        llm=llm,
+        llm=None if version["model"] == OFFLINE_MODEL else llm,
         default_model=default_model,
     )
     async with pool.connection() as conn:

@@ -33,6 +33,23 @@ class OmnichatApp(faust.App):
         await self.resources.close()
 
 
+class LazyKnowledge:
+    """The knowledge search, built on first use (the pool opens with the first agent)."""
+
+    def __init__(self, app: OmnichatApp) -> None:
+        self.app = app
+        self._search: object | None = None
+
+    async def search(self, **kwargs: object) -> list:
+        """Delegate to ``KnowledgeSearch.search``."""
+        if self._search is None:
+            from agents_pipeline.knowledge_search import KnowledgeSearch, embedder_factory
+
+            pool = await self.app.resources.pool()
+            self._search = KnowledgeSearch(pool, embedder_factory(self.app.settings))
+        return await self._search.search(**kwargs)  # type: ignore[attr-defined]
+
+
 @dataclass(frozen=True)
 class Tables:
     """The app's tables."""
@@ -109,9 +126,10 @@ def create_app(settings: Settings) -> OmnichatApp:
             lag = max(0, high - (committed + 1 if committed is not None else 0))
             app.metrics.consumer_lag.labels(tp.topic, str(tp.partition)).set(lag)
 
-    from streams.agents import normalize, pipeline, records
+    from streams.agents import documents, normalize, pipeline, records
 
     normalize.register(app, tables.dedupe)
-    pipeline.register(app)
+    pipeline.register(app, retriever=LazyKnowledge(app))
     records.register(app, tables.usage)
+    documents.register(app)
     return app

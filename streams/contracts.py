@@ -17,6 +17,7 @@ Topics and their keys (see docs/ARCHITECTURE.md)::
     usage.events         key workspace_id             UsageEvent
     audit.events         key workspace_id             AuditEvent
     deadletter           key stage                    DeadLetter
+    documents.ingest     key document_id              DocumentIngest
 
 This module imports nothing from faust or aiokafka, so that stage code and the
 gateway can use the contracts without a broker.
@@ -377,3 +378,14 @@ class DeadLetter(Contract):
     channel_id: UUID | None = None
     payload: Any = None
     failed_at: datetime = Field(default_factory=utcnow)
+
+
+class DocumentIngest(Contract):
+    """A document waiting to be extracted, chunked and embedded (``documents.ingest``).
+
+    The bytes stay in the database: a document can be larger than a record.
+    """
+
+    workspace_id: UUID
+    knowledge_base_id: UUID
+    document_id: UUID

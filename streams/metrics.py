@@ -75,6 +75,21 @@ class StreamMetrics:
             ["topic", "partition"],
             registry=r,
         )
+        self.documents = Counter(
+            "omnichat_documents_ingested_total",
+            "Documents ingested, by outcome (ready, failed, skipped).",
+            ["outcome"],
+            registry=r,
+        )
+        self.chunks_indexed = Counter(
+            "omnichat_chunks_indexed_total", "Chunks embedded and written.", registry=r
+        )
+        self.ingest_latency = Histogram(
+            "omnichat_document_ingest_duration_seconds",
+            "Time to ingest one document.",
+            buckets=BUCKETS,
+            registry=r,
+        )
         self.sends = Counter(
             "omnichat_provider_sends_total",
             "Provider send attempts by provider and outcome.",

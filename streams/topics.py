@@ -25,6 +25,7 @@ MESSAGES_STATUS = "messages.status"
 USAGE_EVENTS = "usage.events"
 AUDIT_EVENTS = "audit.events"
 DEADLETTER = "deadletter"
+DOCUMENTS_INGEST = "documents.ingest"
 
 PIPELINE_TOPICS = (
     WEBHOOKS_RAW,
@@ -38,6 +39,7 @@ PIPELINE_TOPICS = (
     USAGE_EVENTS,
     AUDIT_EVENTS,
     DEADLETTER,
+    DOCUMENTS_INGEST,
 )
 
 

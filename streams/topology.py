@@ -30,6 +30,7 @@ class Topics:
     usage: faust.TopicT
     audit: faust.TopicT
     deadletter: faust.TopicT
+    documents: faust.TopicT
 
 
 def declare_topics(app: faust.App, partitions: int) -> Topics:
@@ -57,6 +58,7 @@ def declare_topics(app: faust.App, partitions: int) -> Topics:
         usage=t(names.USAGE_EVENTS),
         audit=t(names.AUDIT_EVENTS),
         deadletter=t(names.DEADLETTER),
+        documents=t(names.DOCUMENTS_INGEST),
     )
 
 

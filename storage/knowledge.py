@@ -1,0 +1,305 @@
+"""Knowledge bases, documents and chunks (vectors + full-text), and hybrid search.
+
+Search runs inside one SQL statement: the workspace and knowledge-base filters are
+part of both the vector and the full-text query (never applied afterwards), and the
+two rankings are fused with reciprocal rank fusion.
+"""
+
+from __future__ import annotations
+
+import unicodedata
+from typing import Any
+from uuid import UUID
+
+from pgvector import Vector
+
+from storage.db import Conn
+from storage.pagination import keyset, order_by, page
+
+Row = dict[str, Any]
+KB_COLS = (
+    "id, workspace_id, name, language, embedding, embedding_model, dimensions, created_at,"
+    " updated_at"
+)
+DOC_COLS = (
+    "id, workspace_id, knowledge_base_id, title, filename, mime_type, content_hash, size_bytes,"
+    " status, error, chunk_count, created_at, updated_at"
+)
+# PostgreSQL text-search configurations by knowledge-base language.
+TS_CONFIGS = {
+    "pt": "portuguese",
+    "en": "english",
+    "es": "spanish",
+    "fr": "french",
+    "de": "german",
+    "it": "italian",
+}
+RRF_K = 60  # the usual reciprocal-rank-fusion constant
+
+
+def ts_config(language: str) -> str:
+    """The text-search configuration of a language (``simple`` when we have none)."""
+    return TS_CONFIGS.get(language.split("-")[0].lower(), "simple")
+
+
+def fold(text: str) -> str:
+    """Lower-case and strip accents, so that "horario" finds "horário" (no unaccent here)."""
+    decomposed = unicodedata.normalize("NFKD", text.lower())
+    return "".join(c for c in decomposed if not unicodedata.combining(c))
+
+
+async def create_kb(
+    conn: Conn,
+    *,
+    workspace_id: UUID,
+    name: str,
+    language: str,
+    embedding: str,
+    embedding_model: str,
+    dimensions: int,
+) -> Row:
+    """A knowledge base; its language and embedder are fixed from now on."""
+    cur = await conn.execute(
+        "INSERT INTO knowledge_bases (workspace_id, name, language, embedding, embedding_model,"
+        f" dimensions) VALUES (%s, %s, %s, %s, %s, %s) RETURNING {KB_COLS}",
+        (workspace_id, name, language, embedding, embedding_model, dimensions),
+    )
+    return await cur.fetchone()  # type: ignore[return-value]
+
+
+async def get_kb(conn: Conn, *, workspace_id: UUID, kb_id: UUID) -> Row | None:
+    """One knowledge base of the workspace."""
+    cur = await conn.execute(
+        f"SELECT {KB_COLS} FROM knowledge_bases WHERE id = %s AND workspace_id = %s",
+        (kb_id, workspace_id),
+    )
+    return await cur.fetchone()
+
+
+async def get_kbs(conn: Conn, *, workspace_id: UUID, kb_ids: list[UUID]) -> list[Row]:
+    """The workspace's knowledge bases among these ids (others' ids are silently absent)."""
+    cur = await conn.execute(
+        f"SELECT {KB_COLS} FROM knowledge_bases WHERE id = ANY(%s) AND workspace_id = %s",
+        (kb_ids, workspace_id),
+    )
+    return await cur.fetchall()
+
+
+async def list_kbs(
+    conn: Conn, *, workspace_id: UUID, limit: int, cursor: str | None
+) -> tuple[list[Row], str | None]:
+    """The workspace's knowledge bases, oldest first."""
+    cond, params = keyset(cursor, descending=False)
+    cur = await conn.execute(
+        f"SELECT {KB_COLS} FROM knowledge_bases WHERE workspace_id = %s AND {cond}"
+        f" {order_by(descending=False)} LIMIT %s",
+        [workspace_id, *params, limit + 1],
+    )
+    return page(await cur.fetchall(), limit)
+
+
+async def delete_kb(conn: Conn, *, workspace_id: UUID, kb_id: UUID) -> bool:
+    """Delete a knowledge base with its documents and chunks."""
+    cur = await conn.execute(
+        "DELETE FROM knowledge_bases WHERE id = %s AND workspace_id = %s", (kb_id, workspace_id)
+    )
+    return cur.rowcount == 1
+
+
+async def add_document(
+    conn: Conn,
+    *,
+    workspace_id: UUID,
+    kb_id: UUID,
+    title: str,
+    filename: str | None,
+    mime_type: str | None,
+    content: bytes,
+    content_hash: str,
+) -> tuple[Row, bool]:
+    """Store an upload as ``pending``; identical content in the same base returns the
+    existing document (created=False) instead of ingesting it twice."""
+    cur = await conn.execute(
+        "INSERT INTO documents (workspace_id, knowledge_base_id, title, filename, mime_type,"
+        " content, content_hash, size_bytes) VALUES (%s, %s, %s, %s, %s, %s, %s, %s)"
+        f" ON CONFLICT (knowledge_base_id, content_hash) DO NOTHING RETURNING {DOC_COLS}",
+        (workspace_id, kb_id, title, filename, mime_type, content, content_hash, len(content)),
+    )
+    row = await cur.fetchone()
+    if row is not None:
+        return row, True
+    cur = await conn.execute(
+        f"SELECT {DOC_COLS} FROM documents WHERE knowledge_base_id = %s AND content_hash = %s",
+        (kb_id, content_hash),
+    )
+    return await cur.fetchone(), False  # type: ignore[return-value]
+
+
+async def get_document(conn: Conn, *, workspace_id: UUID, kb_id: UUID, doc_id: UUID) -> Row | None:
+    """One document (without its bytes)."""
+    cur = await conn.execute(
+        f"SELECT {DOC_COLS} FROM documents WHERE id = %s AND knowledge_base_id = %s"
+        " AND workspace_id = %s",
+        (doc_id, kb_id, workspace_id),
+    )
+    return await cur.fetchone()
+
+
+async def list_documents(
+    conn: Conn, *, workspace_id: UUID, kb_id: UUID, limit: int, cursor: str | None
+) -> tuple[list[Row], str | None]:
+    """A knowledge base's documents, oldest first."""
+    cond, params = keyset(cursor, descending=False)
+    cur = await conn.execute(
+        f"SELECT {DOC_COLS} FROM documents WHERE workspace_id = %s AND knowledge_base_id = %s"
+        f" AND {cond} {order_by(descending=False)} LIMIT %s",
+        [workspace_id, kb_id, *params, limit + 1],
+    )
+    return page(await cur.fetchall(), limit)
+
+
+async def delete_document(conn: Conn, *, workspace_id: UUID, kb_id: UUID, doc_id: UUID) -> bool:
+    """Delete a document; its chunks go with it (FK cascade), in the same statement."""
+    cur = await conn.execute(
+        "DELETE FROM documents WHERE id = %s AND knowledge_base_id = %s AND workspace_id = %s",
+        (doc_id, kb_id, workspace_id),
+    )
+    return cur.rowcount == 1
+
+
+async def claim_document(conn: Conn, *, doc_id: UUID) -> Row | None:
+    """Take a pending (or interrupted) document for ingestion, with its bytes and base.
+
+    ``processing`` documents are taken again: a worker that died mid-document left
+    no chunk committed (chunks are written in the same transaction that marks it
+    ``ready``), so it is simply redone.
+    """
+    cur = await conn.execute(
+        "UPDATE documents d SET status = 'processing', attempts = attempts + 1, error = NULL"
+        " FROM knowledge_bases k WHERE d.id = %s AND k.id = d.knowledge_base_id"
+        " AND d.status IN ('pending', 'processing')"
+        " RETURNING d.id, d.workspace_id, d.knowledge_base_id, d.title, d.filename,"
+        " d.mime_type, d.content, d.attempts, k.language, k.embedding, k.embedding_model,"
+        " k.dimensions",
+        (doc_id,),
+    )
+    return await cur.fetchone()
+
+
+async def finish_document(conn: Conn, *, doc: Row, chunks: list[dict[str, Any]]) -> bool:
+    """Write every chunk and mark the document ready, atomically; False if it was deleted."""
+    config = ts_config(doc["language"])
+    async with conn.transaction():
+        cur = await conn.execute(
+            "SELECT 1 FROM documents WHERE id = %s AND status = 'processing' FOR UPDATE",
+            (doc["id"],),
+        )
+        if await cur.fetchone() is None:
+            return False
+        await conn.execute("DELETE FROM chunks WHERE document_id = %s", (doc["id"],))
+        async with conn.cursor() as c:
+            await c.executemany(
+                "INSERT INTO chunks (workspace_id, knowledge_base_id, document_id, position,"
+                " text, heading, tokens, dimensions, embedding, tsv) VALUES"
+                f" (%s, %s, %s, %s, %s, %s, %s, %s, %s, to_tsvector('{config}', %s))",
+                [
+                    (
+                        doc["workspace_id"],
+                        doc["knowledge_base_id"],
+                        doc["id"],
+                        ch["position"],
+                        ch["text"],
+                        ch.get("heading"),
+                        ch["tokens"],
+                        len(ch["embedding"]),
+                        Vector(ch["embedding"]),
+                        fold(ch["text"]),
+                    )
+                    for ch in chunks
+                ],
+            )
+        await conn.execute(
+            "UPDATE documents SET status = 'ready', chunk_count = %s, content = NULL,"
+            " error = NULL WHERE id = %s",
+            (len(chunks), doc["id"]),
+        )
+    return True
+
+
+async def fail_document(conn: Conn, *, doc_id: UUID, error: str) -> None:
+    """Mark a document failed with the reason (its bytes are dropped: it will not be retried)."""
+    await conn.execute(
+        "UPDATE documents SET status = 'failed', error = %s, content = NULL WHERE id = %s",
+        (error, doc_id),
+    )
+
+
+async def pending_documents(conn: Conn, *, older_than_seconds: float) -> list[UUID]:
+    """Documents stuck pending or processing (a lost ingest event, a dead worker)."""
+    cur = await conn.execute(
+        "SELECT id FROM documents WHERE status IN ('pending', 'processing')"
+        " AND updated_at < now() - make_interval(secs => %s) ORDER BY created_at LIMIT 100",
+        (older_than_seconds,),
+    )
+    return [r["id"] for r in await cur.fetchall()]
+
+
+async def hybrid_search(
+    conn: Conn,
+    *,
+    workspace_id: UUID,
+    kb_ids: list[UUID],
+    query_vector: list[float] | None,
+    query_text: str,
+    language: str,
+    k: int,
+    mode: str = "hybrid",
+    candidates: int = 40,
+    ef_search: int = 100,
+) -> list[Row]:
+    """Top-k chunks by RRF of vector (cosine, HNSW) and full-text ranks.
+
+    ``mode``: ``hybrid``, ``vector`` or ``text``. Each side ranks ``candidates``
+    chunks; a chunk's score is the sum of 1/(RRF_K + rank) over the sides it is in.
+    """
+    dims = len(query_vector) if query_vector is not None else 0
+    config = ts_config(language)
+    parts = []
+    params: list[Any] = []
+    if mode in ("hybrid", "vector") and query_vector is not None:
+        await conn.execute(f"SET LOCAL hnsw.ef_search = {int(ef_search)}")
+        parts.append(
+            f"SELECT id, row_number() OVER (ORDER BY embedding::vector({dims}) <=> %s) AS rank"
+            f" FROM (SELECT id, embedding FROM chunks WHERE workspace_id = %s"
+            f" AND knowledge_base_id = ANY(%s) AND dimensions = {dims}"
+            f" ORDER BY embedding::vector({dims}) <=> %s LIMIT %s) v"
+        )
+        vec = Vector(query_vector)
+        params += [vec, workspace_id, kb_ids, vec, candidates]
+    if mode in ("hybrid", "text"):
+        parts.append(
+            "SELECT id, row_number() OVER (ORDER BY ts_rank_cd(tsv, q) DESC) AS rank FROM ("
+            f" SELECT id, tsv, q FROM chunks, websearch_to_tsquery('{config}', %s) q"
+            " WHERE workspace_id = %s AND knowledge_base_id = ANY(%s) AND tsv @@ q"
+            " ORDER BY ts_rank_cd(tsv, q) DESC LIMIT %s) t"
+        )
+        params += [_or_query(fold(query_text)), workspace_id, kb_ids, candidates]
+    if not parts:
+        return []
+    union = " UNION ALL ".join(f"({p})" for p in parts)
+    cur = await conn.execute(
+        f"WITH ranked AS ({union}), fused AS (SELECT id, sum(1.0 / ({RRF_K} + rank)) AS score"
+        " FROM ranked GROUP BY id ORDER BY score DESC LIMIT %s)"
+        " SELECT c.id AS chunk_id, c.document_id, d.title AS document_title, c.text,"
+        " f.score::float AS score, c.position FROM fused f JOIN chunks c ON c.id = f.id"
+        " JOIN documents d ON d.id = c.document_id ORDER BY f.score DESC, c.id",
+        [*params, k],
+    )
+    return await cur.fetchall()
+
+
+def _or_query(text: str) -> str:
+    """A websearch query that matches any of the words (questions rarely repeat all of a
+    passage's words; ranking still favours chunks that match more of them)."""
+    words = [w for w in "".join(c if c.isalnum() else " " for c in text).split() if len(w) > 1]
+    return " or ".join(words)
