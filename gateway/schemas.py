@@ -6,7 +6,7 @@ from datetime import datetime
 from typing import Any, Literal
 from uuid import UUID
 
-from pydantic import BaseModel, ConfigDict, EmailStr, Field
+from pydantic import BaseModel, ConfigDict, EmailStr, Field, field_validator
 
 from streams.contracts import ProviderName
 
@@ -94,3 +94,62 @@ class SandboxWebhook(Body):
     name: str | None = Field(default=None, max_length=200)
     text: str = Field(min_length=1, max_length=4096)
     message_id: str | None = Field(default=None, min_length=1, max_length=200)
+
+
+class AgentCreate(Body):
+    """POST /api/v1/agents/."""
+
+    name: str = Name
+    description: str | None = Field(default=None, max_length=2000)
+
+
+class AgentPatch(Body):
+    """PATCH /api/v1/agents/{id}: a null description clears it; a null name is refused."""
+
+    name: str | None = Field(default=None, min_length=1, max_length=200)
+    description: str | None = Field(default=None, max_length=2000)
+
+
+class VersionCreate(Body):
+    """POST /api/v1/agents/{id}/versions: fields left out (or null) take the defaults."""
+
+    system_prompt: str = Field(min_length=1, max_length=20000)
+    model: str | None = Field(default=None, min_length=1, max_length=200)
+    temperature: float | None = Field(default=None, ge=0, le=2)
+    max_tokens: int | None = Field(default=None, ge=1, le=16384)
+    knowledge_base_ids: list[UUID] = Field(default_factory=list, max_length=50)
+    history_tokens: int | None = Field(default=None, ge=0, le=100000)
+    fallback_text: str | None = Field(default=None, max_length=4000)
+
+
+class VersionPatch(Body):
+    """PATCH /api/v1/agents/{id}/versions/{version_id}: null clears model and fallback_text."""
+
+    system_prompt: str | None = Field(default=None, min_length=1, max_length=20000)
+    model: str | None = Field(default=None, min_length=1, max_length=200)
+    temperature: float | None = Field(default=None, ge=0, le=2)
+    max_tokens: int | None = Field(default=None, ge=1, le=16384)
+    knowledge_base_ids: list[UUID] | None = Field(default=None, max_length=50)
+    history_tokens: int | None = Field(default=None, ge=0, le=100000)
+    fallback_text: str | None = Field(default=None, max_length=4000)
+
+
+class ConversationPatch(Body):
+    """PATCH /api/v1/conversations/{id}."""
+
+    mode: Literal["bot", "human"] | None = None
+    status: Literal["open", "closed"] | None = None
+
+
+class MessageCreate(Body):
+    """POST /api/v1/conversations/{id}/messages: a human's reply."""
+
+    text: str = Field(min_length=1, max_length=4096)
+
+    @field_validator("text")
+    @classmethod
+    def _not_blank(cls, value: str) -> str:
+        """A provider refuses a blank text; say so now rather than fail in the send stage."""
+        if not value.strip():
+            raise ValueError("text must not be blank")
+        return value

@@ -1,4 +1,4 @@
-"""The ``omnichat`` command: dev, gateway, worker, migrate, chat."""
+"""The ``omnichat`` command: dev, gateway, worker, migrate, chat, kb."""
 
 from __future__ import annotations
 
@@ -71,6 +71,13 @@ def cmd_chat(settings: Settings, args: argparse.Namespace) -> int:
     return asyncio.run(run_chat(settings, args))
 
 
+def cmd_kb(settings: Settings, args: argparse.Namespace) -> int:
+    """Fill a knowledge base from files, or search it, through the REST API."""
+    from omnichat.kb import run
+
+    return run(settings, args)
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The command line."""
     parser = argparse.ArgumentParser(prog="omnichat", description=__doc__)
@@ -90,6 +97,23 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--channel", required=True, help="sandbox channel id")
     c.add_argument("--contact", default="terminal", help="contact id to chat as")
     c.set_defaults(func=cmd_chat)
+    kb = sub.add_parser("kb", help="ingest files into a knowledge base, or search it")
+    kb_sub = kb.add_subparsers(dest="kb_command", required=True)
+    ki = kb_sub.add_parser("ingest", help="upload files (directories walked), wait until indexed")
+    ki.add_argument("paths", nargs="+", metavar="PATH", help="files or directories")
+    ki.add_argument("--timeout", type=float, default=600.0, help="seconds to wait (600)")
+    ks = kb_sub.add_parser("search", help="print the top results of a question")
+    ks.add_argument("question")
+    ks.add_argument("-k", type=int, default=5, help="results (5)")
+    for p in (ki, ks):
+        p.add_argument("--kb", required=True, help="knowledge base id")
+        p.add_argument("--url", default=None, help="gateway base URL (env OMNICHAT_URL)")
+        p.add_argument("--workspace", default=None, help="workspace id (OMNICHAT_WORKSPACE_ID)")
+        p.add_argument("--key", default=None, help="API key (env OMNICHAT_API_KEY)")
+        p.set_defaults(func=cmd_kb)
+    from omnichat import tap  # `omnichat tap`: its options and runner live with its client
+
+    tap.add_parser(sub)
     return parser
 
 
