@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import json
 import signal
+import sys
 import time
 import uuid
 from typing import Any
@@ -583,3 +584,99 @@ async def test_usage_records_count_the_conversation(
         tokens = await cur.fetchone()
     assert row["llm_prompt_tokens"] == tokens["p"] > 0
     assert row["llm_completion_tokens"] == tokens["c"] > 0
+
+
+async def test_human_reply_from_the_api_is_delivered_once(
+    gateway: Gateway, tenant: Tenant, pool: AsyncConnectionPool, worker: Any, fakes: Fakes
+) -> None:
+    agent_id = await make_agent(pool, tenant.id)
+    ch = await cloud_channel(gateway, tenant, fakes, agent_id)
+    sender = f"5599{uuid.uuid4().int % 10**9:09d}"
+    await post_cloud(
+        gateway,
+        ch["id"],
+        cloud_text(ch["config"]["phone_number_id"], sender, "Quero falar com uma pessoa"),
+    )
+
+    async def conversation() -> str | None:
+        _, page = await gateway.call(
+            "GET",
+            f"/api/v1/conversations/?channel_id={ch['id']}",
+            key=tenant.key,
+            workspace=tenant.id,
+        )
+        return page["items"][0]["id"] if page["items"] else None
+
+    conv = await wait_until(conversation, timeout=60)
+    status, _ = await gateway.call(
+        "PATCH",
+        f"/api/v1/conversations/{conv}",
+        key=tenant.key,
+        workspace=tenant.id,
+        json={"mode": "human"},
+    )
+    assert status == 200
+    status, reply = await gateway.call(
+        "POST",
+        f"/api/v1/conversations/{conv}/messages",
+        key=tenant.key,
+        workspace=tenant.id,
+        json={"text": "Oi! Aqui é a Júlia, como posso ajudar?"},
+    )
+    assert status == 202
+
+    async def delivered() -> list[Any]:
+        return [
+            r
+            for r in sends_to(fakes.graph, sender)
+            if r.json["text"]["body"] == "Oi! Aqui é a Júlia, como posso ajudar?"
+        ]
+
+    await wait_until(delivered, timeout=60)
+
+    async def sent() -> bool:
+        return (
+            await count_rows(
+                pool, "SELECT count(*) FROM messages WHERE id = %s AND status = 'sent'", reply["id"]
+            )
+            == 1
+        )
+
+    await wait_until(sent, timeout=30)
+    await asyncio.sleep(1.0)
+    assert len(await delivered()) == 1
+
+
+async def test_omnichat_chat_talks_through_the_pipeline(
+    gateway: Gateway, tenant: Tenant, pool: AsyncConnectionPool, worker: Any, fakes: Fakes
+) -> None:
+    agent_id = await make_agent(pool, tenant.id)
+    ch = await create_channel(gateway, tenant, "sandbox", {}, agent_id=agent_id)
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "omnichat.cli",
+        "chat",
+        "--url",
+        gateway.url,
+        "--workspace",
+        tenant.id,
+        "--key",
+        tenant.key,
+        "--channel",
+        ch["id"],
+        "--contact",
+        "terminal-1",
+        stdin=asyncio.subprocess.PIPE,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    out, err = await asyncio.wait_for(
+        proc.communicate("Bom dia, tudo bem?\nVocês abrem hoje?\n".encode()), 120
+    )
+    assert proc.returncode == 0, err.decode()
+    lines = out.decode().splitlines()
+    assert lines == [
+        "agente> Resposta simulada para: Bom dia, tudo bem?",
+        "agente> Resposta simulada para: Vocês abrem hoje?",
+    ]
