@@ -19,7 +19,7 @@ from pathlib import Path
 
 from pydantic import SecretStr
 
-from omnichat.embedded import EmbeddedBroker, EmbeddedPostgres, EmbeddedRedis
+from omnichat.embedded import EmbeddedBroker, EmbeddedPostgres, EmbeddedRedis, die_with_parent
 from omnichat.settings import Settings
 
 
@@ -93,6 +93,7 @@ class DevStack:
             [sys.executable, "-m", "omnichat.cli", *args],
             env=self.child_env(),
             start_new_session=True,
+            preexec_fn=die_with_parent,
         )
         self.children.append(proc)
         return proc

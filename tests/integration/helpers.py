@@ -16,7 +16,7 @@ from typing import Any
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from psycopg_pool import AsyncConnectionPool
 
-from omnichat.embedded import free_port
+from omnichat.embedded import die_with_parent, free_port
 from omnichat.settings import Settings
 from streams.topics import bootstrap_servers
 from tests.conftest import Gateway, Tenant
@@ -112,6 +112,7 @@ class WorkerProcess:
             stdout=out,
             stderr=subprocess.STDOUT,
             start_new_session=True,
+            preexec_fn=die_with_parent,
         )
         out.close()
         return self
