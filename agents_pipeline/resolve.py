@@ -15,7 +15,8 @@ from datetime import datetime, timedelta
 from typing import Literal
 from uuid import UUID
 
-from storage import agents, channels, contacts, conversations, messages
+from agents_pipeline.lookups import READ_THROUGH, Lookups
+from storage import contacts, conversations, messages
 from storage.db import Conn
 from streams.contracts import AuditEvent, InboundMessage, ResolvedMessage
 
@@ -58,12 +59,15 @@ def _audit(msg: InboundMessage, action: str, object_id: UUID, details: dict) -> 
 
 
 async def resolve(
-    conn: Conn, msg: InboundMessage, *, takeover_seconds: int, now: datetime
+    conn: Conn,
+    msg: InboundMessage,
+    *,
+    takeover_seconds: int,
+    now: datetime,
+    lookups: Lookups = READ_THROUGH,
 ) -> ResolveOutcome:
     """Resolve one message inside the caller's transaction."""
-    channel = await channels.get_channel(
-        conn, workspace_id=msg.workspace_id, channel_id=msg.channel_id
-    )
+    channel = await lookups.channel(conn, msg.workspace_id, msg.channel_id)
     if channel is None:
         return ResolveOutcome("unknown_channel")
     c = msg.contact
@@ -128,9 +132,7 @@ async def resolve(
     if channel["agent_id"] is None:
         outcome.reason = "no_agent"
         return outcome
-    version = await agents.published_version_for_agent(
-        conn, workspace_id=msg.workspace_id, agent_id=channel["agent_id"]
-    )
+    version = await lookups.published_version(conn, msg.workspace_id, channel["agent_id"])
     if version is None:
         outcome.reason = "no_agent"
         return outcome

@@ -20,7 +20,8 @@ from agents_pipeline.llm import (
     HistoryTurn,
     LLMClient,
 )
-from storage import agents, messages, runs, workspaces
+from agents_pipeline.lookups import READ_THROUGH, Lookups
+from storage import messages, runs
 from streams.contracts import GeneratedReply, RetrievedChunk, RetrievedMessage
 
 
@@ -46,27 +47,20 @@ async def run_agent(
     *,
     llm: LLMClient | None,
     default_model: str,
+    lookups: Lookups = READ_THROUGH,
 ) -> AgentRun:
     """Answer one message (or return the answer it already has)."""
     async with pool.connection() as conn:
         existing = await runs.get_run_for_message(conn, message_id=msg.message_id)
         if existing is not None:
             return AgentRun(_reply(msg, existing), created=False, result=None)
-        version = await agents.get_version(
-            conn,
-            workspace_id=msg.workspace_id,
-            agent_id=msg.agent_id,
-            version_id=msg.agent_version_id,
-        )
-        stored = await messages.get_message(
-            conn, workspace_id=msg.workspace_id, message_id=msg.message_id
-        )
-        workspace = await workspaces.get_workspace(conn, workspace_id=msg.workspace_id)
+        version = await lookups.version(conn, msg.workspace_id, msg.agent_id, msg.agent_version_id)
+        workspace = await lookups.workspace(conn, msg.workspace_id)
         history = await messages.history(
             conn,
             workspace_id=msg.workspace_id,
             conversation_id=msg.conversation_id,
-            before=stored["created_at"] if stored else msg.received_at,
+            before_message=msg.message_id,
         )
     assert version is not None, "a published version is immutable and never deleted alone"
     spec = AgentSpec(

@@ -25,9 +25,10 @@ import aiohttp
 from psycopg_pool import AsyncConnectionPool
 
 from agents_pipeline.errors import ProviderError
+from agents_pipeline.lookups import READ_THROUGH, Lookups
 from agents_pipeline.providers import get_provider
 from agents_pipeline.providers.configs import parse_config
-from storage import channels, conversations, messages
+from storage import conversations, messages
 from storage.secrets import SecretBox
 from streams.contracts import AuditEvent, DeadLetter, ProviderName, SendRequest, SentMessage
 
@@ -88,6 +89,7 @@ async def deliver(
     now: Callable[[], datetime],
     backoff_base: float = 0.5,
     sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+    lookups: Lookups = READ_THROUGH,
 ) -> SendOutcome:
     """Send one request; record the outcome on the message row."""
     ws = req.workspace_id
@@ -95,7 +97,7 @@ async def deliver(
         claimed = await messages.claim_for_send(conn, workspace_id=ws, message_id=req.outbound_id)
         if claimed is None:
             return SendOutcome(None)
-        channel = await channels.get_channel(conn, workspace_id=ws, channel_id=req.channel_id)
+        channel = await lookups.channel(conn, ws, req.channel_id)
         conv = await conversations.get_conversation(
             conn, workspace_id=ws, conversation_id=req.conversation_id
         )

@@ -272,15 +272,21 @@ async def recent_bot_text(conn: Conn, *, conversation_id: UUID, text: str | None
 
 
 async def history(
-    conn: Conn, *, workspace_id: UUID, conversation_id: UUID, before: datetime, limit: int = 40
+    conn: Conn,
+    *,
+    workspace_id: UUID,
+    conversation_id: UUID,
+    before_message: UUID,
+    limit: int = 40,
 ) -> list[Row]:
-    """The conversation's latest text messages before a time, oldest first."""
+    """The conversation's latest text messages before a given message, oldest first."""
     cur = await conn.execute(
         "SELECT direction, author, text, created_at FROM ("
         " SELECT direction, author, text, created_at, id FROM messages"
-        " WHERE conversation_id = %s AND workspace_id = %s AND created_at < %s"
+        " WHERE conversation_id = %s AND workspace_id = %s"
+        " AND created_at < (SELECT created_at FROM messages WHERE id = %s)"
         " AND text IS NOT NULL AND status NOT IN ('failed', 'blocked')"
         " ORDER BY created_at DESC, id DESC LIMIT %s) h ORDER BY created_at, id",
-        (conversation_id, workspace_id, before, limit),
+        (conversation_id, workspace_id, before_message, limit),
     )
     return await cur.fetchall()

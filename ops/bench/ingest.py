@@ -36,6 +36,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from omnichat.embedded import die_with_parent
+
 HERE = Path(__file__).resolve().parent
 LUA = HERE / "wrk_signed.lua"
 BARE = HERE / "bare_handler.py"
@@ -139,6 +141,7 @@ def spawn(cmd: list[str], *, log: Path, env: dict[str, str] | None = None) -> su
             env=env,
             cwd=log.parent,
             start_new_session=True,
+            preexec_fn=die_with_parent,  # even a SIGKILLed benchmark leaves nothing behind
         )
     _CHILDREN.append(proc)
     return proc
@@ -315,7 +318,11 @@ def run_wrk(
     children_before = resource.getrusage(resource.RUSAGE_CHILDREN)
     started = time.monotonic()
     proc = subprocess.Popen(
-        cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True
+        cmd,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+        preexec_fn=die_with_parent,
     )
     _CHILDREN.append(proc)
     try:

@@ -99,7 +99,9 @@ class RawEncode:
     all_rates: list[float]
     doc_rates: list[float]
     cpu_per_chunk_ms: float
+    doc_cpu_per_chunk_ms: float
     load_s: float
+    texts: list[str]
 
     @property
     def rate(self) -> float:
@@ -128,17 +130,27 @@ async def raw_encode(runs: int) -> tuple[RawEncode, Any]:
     texts = [t for doc in per_doc for t in doc]
     tokens = sum(embedder.count_model_tokens(t) for t in texts)
     await embedder.embed_passages(texts[:8])  # first-call costs off the clock
-    all_rates, doc_rates, cpu = [], [], []
+    all_rates, doc_rates, cpu, doc_cpu = [], [], [], []
     for _ in range(runs):
         t0, c0 = time.perf_counter(), time.process_time()
         await embedder.embed_passages(texts)
         all_rates.append(len(texts) / (time.perf_counter() - t0))
         cpu.append((time.process_time() - c0) * 1000 / len(texts))
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         for doc in per_doc:
             await embedder.embed_passages(doc)
         doc_rates.append(len(texts) / (time.perf_counter() - t0))
-    result = RawEncode(len(texts), tokens, all_rates, doc_rates, statistics.median(cpu), load_s)
+        doc_cpu.append((time.process_time() - c0) * 1000 / len(texts))
+    result = RawEncode(
+        chunks=len(texts),
+        tokens=tokens,
+        all_rates=all_rates,
+        doc_rates=doc_rates,
+        cpu_per_chunk_ms=statistics.median(cpu),
+        doc_cpu_per_chunk_ms=statistics.median(doc_cpu),
+        load_s=load_s,
+        texts=texts,
+    )
     return result, embedder
 
 
@@ -268,6 +280,7 @@ class StreamIngest:
     warm_s: float
     cpu: dict[str, float] = field(default_factory=dict)
     worker_ingest_s: float = 0.0
+    worker_idle_cores: float = 0.0
 
     @property
     def rate(self) -> float:
@@ -385,15 +398,20 @@ async def stream_ingest(stack: Stack, copies: int, embedder: Any) -> StreamInges
                 body = await _api(http, "POST", docs_url, expect=202, data=form, headers=headers)
             ids.append(str(body["id"]))
 
-        pids = stack.pids()
-        cpu0 = {k: sum(cpu_seconds(p) for p in v) for k, v in pids.items()}
+        worker = stack.procs["worker"].pid
+        idle0, t0 = cpu_seconds(worker), time.perf_counter()
+        await asyncio.sleep(3.0)  # the idle worker's own CPU (polling, timers), for reference
+        idle_cores = (cpu_seconds(worker) - idle0) / (time.perf_counter() - t0)
+        cpu0 = {p: cpu_seconds(p) for v in stack.pids().values() for p in v}
         before = await _ingest_seconds(http, stack.worker_web_port)
         t0 = time.perf_counter()
         await asyncio.gather(*(upload(n, d) for n, d in payloads))
         upload_s = time.perf_counter() - t0
         _, failed, chunks = await wait_docs(stack.pg.url, ids, timeout=400)
-        pids = stack.pids()  # PostgreSQL backends may have come and gone
-        cpu = {k: sum(cpu_seconds(p) for p in v) - cpu0.get(k, 0.0) for k, v in pids.items()}
+        cpu = {
+            part: sum(cpu_seconds(p) - cpu0.get(p, 0.0) for p in pids)
+            for part, pids in stack.pids().items()  # PostgreSQL backends come and go
+        }
         after = await _ingest_seconds(http, stack.worker_web_port)
     _, _, _, first, last = await asyncio.to_thread(doc_states, stack.pg.url, ids)
     with psycopg.connect(stack.pg.url) as conn:
@@ -414,6 +432,7 @@ async def stream_ingest(stack: Stack, copies: int, embedder: Any) -> StreamInges
         warm_s=warm_s,
         cpu=cpu,
         worker_ingest_s=after - before,
+        worker_idle_cores=idle_cores,
     )
 
 
@@ -447,16 +466,13 @@ def unit(rows: np.ndarray) -> np.ndarray:
     return (rows / np.linalg.norm(rows, axis=1, keepdims=True)).astype(np.float32)
 
 
-def eval_words() -> list[str]:
-    """Every word of the eval documents, repeats kept: a real Portuguese frequency profile."""
-    words: list[str] = []
-    for data in load_documents().values():
-        words += [w.strip(".,;:!?()\"'*#-") for w in data.decode().split()]
-    return [w for w in words if w]
+def make_corpus(n: int, clusters: int, seed: int, templates: Sequence[str]) -> Corpus:
+    """``n`` chunks over ``clusters`` centres of uneven sizes (lognormal) and spreads.
 
-
-def make_corpus(n: int, clusters: int, seed: int) -> Corpus:
-    """``n`` chunks over ``clusters`` centres of uneven sizes (lognormal) and spreads."""
+    A chunk's text is a real eval chunk (its cluster's template) plus ten of the cluster's
+    own topic words: words are as common across chunks as in the eval set, so an eval
+    question's OR query matches about the same share of chunks as it does there.
+    """
     rng = np.random.default_rng(seed)
     centres = unit(rng.standard_normal((clusters, DIMS)))
     weights = rng.lognormal(0.0, 1.0, clusters)
@@ -468,18 +484,17 @@ def make_corpus(n: int, clusters: int, seed: int) -> Corpus:
         idx = cluster[start : start + 20_000]
         noise = rng.standard_normal((len(idx), DIMS)).astype(np.float32) * sigmas[idx, None]
         vectors[start : start + len(idx)] = unit(centres[idx] + noise)
-    common = eval_words()
     syllables = ["ba", "ce", "di", "fo", "gu", "la", "me", "ni", "po", "ru", "sa", "te", "vo"]
     topics = [
         ["".join(rng.choice(syllables, 3)) + str(c % 97) for _ in range(12)]
         for c in range(clusters)
     ]
+    template = rng.integers(0, len(templates), clusters)
     pyrng = random.Random(seed)
-    texts = []
-    for c in cluster.tolist():
-        words = pyrng.choices(common, k=50) + pyrng.choices(topics[c], k=10)
-        pyrng.shuffle(words)
-        texts.append(" ".join(words))
+    texts = [
+        f"{templates[template[c]]}\n{' '.join(pyrng.choices(topics[c], k=10))}"
+        for c in cluster.tolist()
+    ]
     return Corpus(vectors, cluster, texts, centres, sigmas, topics)
 
 
@@ -576,7 +591,9 @@ class Retrieval:
     load_s: float
     index_s: float
     plan: str
+    match_share: tuple[float, float]  # mean and p90 share of chunks an OR query matches
     runs: list[SearchRun]
+    proposed: list[SearchRun]
     small: list[SearchRun]
     small_chunks: int
     small_insert_ms: float
@@ -663,13 +680,43 @@ async def vector_plan(pool: Any, ws: uuid.UUID, kb: uuid.UUID, vec: list[float])
     return "; ".join(scans) or " / ".join(ln.strip() for ln in lines)
 
 
+async def match_share(
+    pool: Any, kb: uuid.UUID, queries: Sequence[tuple[list[float], str]]
+) -> tuple[float, float]:
+    """Mean and p90 share of the KB's chunks that the text side's OR query matches."""
+    from storage.knowledge import _or_query, fold
+
+    shares = []
+    async with pool.connection() as conn:
+        cur = await conn.execute(
+            "SELECT count(*) AS n FROM chunks WHERE knowledge_base_id = %s", (kb,)
+        )
+        total = (await cur.fetchone())["n"]
+        for _, text in queries:
+            cur = await conn.execute(
+                "SELECT count(*) AS n FROM chunks WHERE knowledge_base_id = %s"
+                " AND tsv @@ websearch_to_tsquery('portuguese', %s)",
+                (kb, _or_query(fold(text))),
+            )
+            shares.append((await cur.fetchone())["n"] / total)
+        await conn.rollback()
+    return statistics.mean(shares), pct(shares, 0.9)
+
+
 async def retrieval(
-    db_url: str, n: int, clusters: int, nq: int, efs: Sequence[int], seed: int
+    db_url: str,
+    n: int,
+    clusters: int,
+    nq: int,
+    efs: Sequence[int],
+    seed: int,
+    templates: Sequence[str],
 ) -> Retrieval:
     """Load the synthetic KB, rebuild the HNSW index, measure latency and recall."""
+    from ops.bench.rag_eval import Knobs, document_frequencies, patched
     from storage.db import open_pool
 
-    corpus = make_corpus(n, clusters, seed)
+    corpus = make_corpus(n, clusters, seed, templates)
     pool = await open_pool(db_url, max_size=2)
     try:
         async with pool.connection() as conn:
@@ -693,24 +740,39 @@ async def retrieval(
         plan = await vector_plan(pool, ws, kb, queries[0][0])
         await timed_search(pool, ws, kb, queries[:20], mode="hybrid")  # warm the caches
         truth = await exact_top(pool, kb, queries)
+        share = await match_share(pool, kb, queries)
         runs = []
         for mode in ("vector", "text", "hybrid"):
             lat, ids = await timed_search(pool, ws, kb, queries, mode=mode)
             rec = recall_at(ids, truth) if mode == "vector" else None
             runs.append(SearchRun(f"{mode}, ef_search 100", pct(lat, 0.5), pct(lat, 0.99), rec))
         for ef in efs:
-            if ef == 100:
-                continue
-            _, ids = await timed_search(pool, ws, kb, queries, mode="vector", ef_search=ef)
-            lat, _ = await timed_search(pool, ws, kb, queries, mode="hybrid", ef_search=ef)
-            runs.append(
-                SearchRun(
-                    f"hybrid, ef_search {ef}", pct(lat, 0.5), pct(lat, 0.99), recall_at(ids, truth)
+            if ef != 100:
+                lat, ids = await timed_search(pool, ws, kb, queries, mode="vector", ef_search=ef)
+                runs.append(
+                    SearchRun(
+                        f"vector, ef_search {ef}",
+                        pct(lat, 0.5),
+                        pct(lat, 0.99),
+                        recall_at(ids, truth),
+                    )
                 )
-            )
+
+        # Proposed: the OR query without words too common in the KB (see rag_eval.py).
+        async with pool.connection() as conn:
+            df = await document_frequencies(conn, kb, [t for _, t in queries], "pt")
+            await conn.rollback()
+        proposed = []
+        for max_df in (0.2, 0.05):
+            with patched(Knobs(text_query="pruned", max_df=max_df, df=df)):
+                for mode in ("text", "hybrid"):
+                    lat, _ = await timed_search(pool, ws, kb, queries, mode=mode)
+                    proposed.append(
+                        SearchRun(f"{mode}, df<={max_df:.0%}", pct(lat, 0.5), pct(lat, 0.99))
+                    )
 
         # A small knowledge base sharing the table and its index (another tenant).
-        small = make_corpus(2000, 40, seed + 7)
+        small = make_corpus(2000, 40, seed + 7, templates)
         async with pool.connection() as conn:
             sws, skb = await _workspace_kb(conn, "bench-small")
             await conn.commit()
@@ -724,16 +786,23 @@ async def retrieval(
         small_plan = await vector_plan(pool, sws, skb, squeries[0][0])
         struth = await exact_top(pool, skb, squeries)
         sruns = []
-        for ef in (100, 400):
-            _, ids = await timed_search(pool, sws, skb, squeries, mode="vector", ef_search=ef)
-            lat, _ = await timed_search(pool, sws, skb, squeries, mode="hybrid", ef_search=ef)
-            sruns.append(
-                SearchRun(
-                    f"hybrid, ef_search {ef}", pct(lat, 0.5), pct(lat, 0.99), recall_at(ids, struth)
-                )
-            )
+        for mode in ("vector", "hybrid"):
+            lat, ids = await timed_search(pool, sws, skb, squeries, mode=mode)
+            rec = recall_at(ids, struth) if mode == "vector" else None
+            sruns.append(SearchRun(f"{mode}, ef_search 100", pct(lat, 0.5), pct(lat, 0.99), rec))
         return Retrieval(
-            n, clusters, load_s, index_s, plan, runs, sruns, 2000, small_insert_ms, small_plan
+            chunks=n,
+            clusters=clusters,
+            load_s=load_s,
+            index_s=index_s,
+            plan=plan,
+            match_share=share,
+            runs=runs,
+            proposed=proposed,
+            small=sruns,
+            small_chunks=2000,
+            small_insert_ms=small_insert_ms,
+            small_plan=small_plan,
         )
     finally:
         await pool.close()
@@ -767,7 +836,10 @@ def report(raw: RawEncode, ing: StreamIngest | None, ret: Retrieval | None) -> N
         f"    {'one call per document (median of 3)':<38}{raw.doc_rate:>10.1f}"
         f"{raw.doc_rate * tpc:>10.0f}   {', '.join(f'{r:.1f}' for r in raw.doc_rates)}"
     )
-    print(f"    CPU per chunk (all threads): {raw.cpu_per_chunk_ms:.1f} ms")
+    print(
+        f"    CPU per chunk (all threads): {raw.cpu_per_chunk_ms:.1f} ms in one call,"
+        f" {raw.doc_cpu_per_chunk_ms:.1f} ms per document"
+    )
     if ing is not None:
         ratio = ing.rate / raw.rate
         tratio = ing.token_rate / (raw.rate * tpc)
@@ -793,6 +865,13 @@ def report(raw: RawEncode, ing: StreamIngest | None, ret: Retrieval | None) -> N
             f"    CPU s over the window: {cpu}; ours {total:.1f} of {2 * ing.seconds:.1f}"
             f" available on 2 cores"
         )
+        ours = total / ing.chunks * 1000
+        print(
+            f"    CPU per chunk: worker {ing.cpu.get('worker', 0) / ing.chunks * 1000:.1f} ms,"
+            f" all our processes {ours:.1f} ms (raw encode per document:"
+            f" {raw.doc_cpu_per_chunk_ms:.1f} ms); idle worker alone used"
+            f" {ing.worker_idle_cores:.2f} cores"
+        )
         if ing.worker_ingest_s:
             print(
                 f"    worker: sum of per-document ingest durations {ing.worker_ingest_s:.1f} s"
@@ -805,16 +884,24 @@ def report(raw: RawEncode, ing: StreamIngest | None, ret: Retrieval | None) -> N
         )
         print(f"    load (COPY + tsvector) {ret.load_s:.1f} s, HNSW build {ret.index_s:.1f} s")
         print(f"    vector side plan: {ret.plan}")
-        print(f"    {'':<26}{'p50 ms':>9}{'p99 ms':>9}{'recall@10':>11}")
+        print(
+            f"    the text side's OR query matches {ret.match_share[0]:.0%} of the chunks on"
+            f" average (p90 {ret.match_share[1]:.0%}); every match is ranked by ts_rank_cd"
+        )
+        print(f"    {'':<28}{'p50 ms':>9}{'p99 ms':>9}{'recall@10':>11}")
         for r in ret.runs:
             rec = f"{r.recall:.3f}" if r.recall is not None else "-"
-            print(f"    {r.label:<26}{r.p50:>9.2f}{r.p99:>9.2f}{rec:>11}")
+            print(f"    {r.label:<28}{r.p50:>9.2f}{r.p99:>9.2f}{rec:>11}")
+        print("    proposed text query (OR without words in more than x% of the KB's chunks):")
+        for r in ret.proposed:
+            print(f"    {r.label:<28}{r.p50:>9.2f}{r.p99:>9.2f}{'-':>11}")
         hyb = next(r for r in ret.runs if r.label == "hybrid, ef_search 100")
         vec = next(r for r in ret.runs if r.label == "vector, ef_search 100")
         print(
             f"    targets at defaults: hybrid p99 < {TARGET_P99_MS:.0f} ms"
             f" {mark(hyb.p99 < TARGET_P99_MS)}, recall@10 >= {TARGET_RECALL}"
-            f" {mark((vec.recall or 0) >= TARGET_RECALL)}"
+            f" {mark((vec.recall or 0) >= TARGET_RECALL)}; vector side alone p99 < 20 ms"
+            f" {mark(vec.p99 < TARGET_P99_MS)}"
         )
         print(
             f"\n    a small knowledge base ({ret.small_chunks:,} chunks, another workspace) in the"
@@ -823,7 +910,8 @@ def report(raw: RawEncode, ing: StreamIngest | None, ret: Retrieval | None) -> N
         )
         print(f"    vector side plan: {ret.small_plan}")
         for r in ret.small:
-            print(f"    {r.label:<26}{r.p50:>9.2f}{r.p99:>9.2f}{r.recall or 0:>11.3f}")
+            rec = f"{r.recall:.3f}" if r.recall is not None else "-"
+            print(f"    {r.label:<28}{r.p50:>9.2f}{r.p99:>9.2f}{rec:>11}")
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -867,7 +955,15 @@ def main(argv: list[str] | None = None) -> int:
             print(f"(c) {args.chunks:,} synthetic chunks, index build, queries ...", flush=True)
             efs = [int(x) for x in args.ef.split(",")]
             ret = asyncio.run(
-                retrieval(stack.pg.url, args.chunks, args.clusters, args.queries, efs, args.seed)
+                retrieval(
+                    stack.pg.url,
+                    args.chunks,
+                    args.clusters,
+                    args.queries,
+                    efs,
+                    args.seed,
+                    raw.texts,
+                )
             )
         report(raw, ing, ret)
         print(f"\ntook {time.monotonic() - started:.0f} s")

@@ -32,7 +32,7 @@ import sys
 import tempfile
 import time
 import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -229,11 +229,63 @@ class Knobs:
 
     candidates: int = 40
     rrf_k: int = 60
-    text_query: str = "or"  # or: knowledge._or_query; and: the folded question as is
+    text_query: str = "or"  # or: knowledge._or_query; and: the words ANDed; pruned: see below
+    max_df: float = 1.0  # pruned: drop words found in more than this share of the KB's chunks
+    df: dict[str, float] | None = field(default=None, compare=False, repr=False)
 
     def label(self) -> str:
         """Short form for tables."""
-        return f"candidates={self.candidates} rrf_k={self.rrf_k} text={self.text_query.upper()}"
+        text = self.text_query.upper()
+        if self.text_query == "pruned":
+            text = f"OR, df<={self.max_df:.0%}"
+        return f"candidates={self.candidates} rrf_k={self.rrf_k} text={text}"
+
+
+def words_of(text: str) -> list[str]:
+    """The words ``knowledge._or_query`` keeps (alphanumeric runs of two or more)."""
+    return [w for w in "".join(c if c.isalnum() else " " for c in text).split() if len(w) > 1]
+
+
+def pruned_or_query(df: dict[str, float], max_df: float) -> Callable[[str], str]:
+    """An ``_or_query`` that leaves out words too common in the knowledge base to tell
+    chunks apart (the two rarest stay when every word is common)."""
+
+    def query(text: str) -> str:
+        words = words_of(text)
+        kept = [w for w in words if df.get(w, 0.0) <= max_df]
+        if not kept:
+            kept = sorted(words, key=lambda w: df.get(w, 0.0))[:2]
+        return " or ".join(kept)
+
+    return query
+
+
+async def document_frequencies(
+    conn: Any, kb_id: uuid.UUID, texts: Iterable[str], language: str
+) -> dict[str, float]:
+    """Share of the KB's chunks holding each (folded) word of ``texts``, by its lexemes.
+
+    The offline stand-in for a per-knowledge-base lexeme statistic that search would keep
+    cached; stop words (no lexeme) get 0, as websearch_to_tsquery drops them anyway.
+    """
+    from storage.knowledge import fold, ts_config
+
+    config = ts_config(language)
+    cur = await conn.execute(
+        "SELECT count(*) AS n FROM chunks WHERE knowledge_base_id = %s", (kb_id,)
+    )
+    total = max(1, (await cur.fetchone())["n"])
+    cur = await conn.execute(
+        "SELECT word, ndoc FROM ts_stat(%s)",
+        (f"SELECT tsv FROM chunks WHERE knowledge_base_id = '{kb_id}'",),
+    )
+    ndoc = {r["word"]: r["ndoc"] for r in await cur.fetchall()}
+    out: dict[str, float] = {}
+    for word in sorted({w for t in texts for w in words_of(fold(t))}):
+        cur = await conn.execute(f"SELECT lexeme FROM unnest(to_tsvector('{config}', %s))", (word,))
+        lexemes = [r["lexeme"] for r in await cur.fetchall()]
+        out[word] = max((ndoc.get(x, 0) / total for x in lexemes), default=0.0)
+    return out
 
 
 @contextlib.contextmanager
@@ -245,6 +297,9 @@ def patched(knobs: Knobs) -> Iterator[None]:
     knowledge.RRF_K = knobs.rrf_k
     if knobs.text_query == "and":
         knowledge._or_query = lambda text: text  # websearch_to_tsquery ANDs the words
+    elif knobs.text_query == "pruned":
+        assert knobs.df is not None
+        knowledge._or_query = pruned_or_query(knobs.df, knobs.max_df)
     try:
         yield
     finally:
@@ -558,14 +613,25 @@ async def run_embedder(
         }
         if not ok or sweep:
             explain(questions, runs)
-            print("\nknob sweep (hybrid mode; vector-only and text-only shown for candidates)")
+            print("\nknob sweep (hybrid mode unless the row says text only)")
             rows: list[tuple[str, Scores]] = []
             seen: set[str] = set()
-            for knobs in [*SWEEP, *extra]:
+            async with pool.connection() as conn:
+                df = await document_frequencies(conn, kb, [q.text for q in questions], language)
+            pruned = [Knobs(text_query="pruned", max_df=m, df=df) for m in (0.05, 0.1, 0.2)]
+            for knobs in [*SWEEP, *pruned, *extra]:
                 if knobs.label() in seen:
                     continue
                 seen.add(knobs.label())
-                r = await evaluate(pool, ws, kb, questions, vectors, knobs, language, ("hybrid",))
+                modes = ("text", "hybrid") if knobs.text_query == "pruned" else ("hybrid",)
+                r = await evaluate(pool, ws, kb, questions, vectors, knobs, language, modes)
+                if "text" in r:
+                    rows.append(
+                        (
+                            f"text only, {knobs.label()[knobs.label().index('text=') + 5 :]}",
+                            r["text"][0],
+                        )
+                    )
                 rows.append((knobs.label(), r["hybrid"][0]))
             table(rows, questions, 44)
             result["sweep"] = {label: s.ranks for label, s in rows}

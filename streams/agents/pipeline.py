@@ -10,6 +10,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
+from agents_pipeline.lookups import Lookups
 from agents_pipeline.reply import prepare_reply
 from agents_pipeline.resolve import resolve
 from agents_pipeline.retrieve import NoKnowledge, Retriever, retrieve
@@ -56,12 +57,13 @@ def register(app: OmnichatApp, retriever: Retriever | None = None) -> None:
     s = app.settings
     m = app.metrics
     knowledge = retriever or NoKnowledge()
+    lookups = Lookups(ttl=5.0)
 
     async def on_normalized(msg: InboundMessage) -> list[Out]:
         pool = await res.pool()
         async with pool.connection() as conn, conn.transaction():
             outcome = await resolve(
-                conn, msg, takeover_seconds=s.human_takeover_seconds, now=_now()
+                conn, msg, takeover_seconds=s.human_takeover_seconds, now=_now(), lookups=lookups
             )
         out = [Out(t.audit, a, str(a.workspace_id)) for a in outcome.audit]
         if outcome.created:
@@ -89,7 +91,7 @@ def register(app: OmnichatApp, retriever: Retriever | None = None) -> None:
     async def on_retrieved(msg: RetrievedMessage) -> list[Out]:
         pool = await res.pool()
         await res.http()  # opens the LLM client when one is configured
-        run = await run_agent(pool, msg, llm=res.llm, default_model=s.llm_model)
+        run = await run_agent(pool, msg, llm=res.llm, default_model=s.llm_model, lookups=lookups)
         out: list[Out] = [Out(t.generated, run.reply, run.reply.key)]
         r = run.result
         if r is not None:
@@ -140,6 +142,7 @@ def register(app: OmnichatApp, retriever: Retriever | None = None) -> None:
             max_attempts=s.send_max_attempts,
             timeout=s.send_timeout_seconds,
             now=_now,
+            lookups=lookups,
         )
         if outcome.sent is None:
             m.dedupe_hits.labels("send").inc()
