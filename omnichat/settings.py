@@ -61,7 +61,7 @@ class Settings(BaseSettings):
     worker_id: str = Field(default="omnichat", description="Faust app id (consumer group).")
     topic_partitions: int = Field(default=4, description="Partitions of every pipeline topic.")
     fetch_max_wait_ms: int = Field(
-        default=100,
+        default=20,
         description="Consumer fetch wait: the idle-hop latency on brokers that hold a fetch "
         "for its whole wait (Tansu). Faust's own value is 1500.",
     )

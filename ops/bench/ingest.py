@@ -57,8 +57,8 @@ TARGET_P99_MS = 20.0
 
 
 def payload_template() -> tuple[str, str]:
-    """A ~700-byte WhatsApp Cloud text webhook (shared/fixtures/.../cloud_text.json's shape,
-    a longer text) split around its message id, so every body differs only there."""
+    """A ~700-byte Cloud text webhook split around its id, so bodies differ only there."""
+    # The shape of shared/fixtures/providers/cloud_text.json, with a longer text.
     body = {
         "object": "whatsapp_business_account",
         "entry": [
@@ -220,8 +220,7 @@ def _owns_one(pid: int, inodes: set[str]) -> bool:
 
 
 def wait_listening(procs: list[subprocess.Popen], port: int, what: str, timeout: float) -> None:
-    """Wait until every process listens on the port itself (with SO_REUSEPORT a connect
-    would succeed as soon as the first one does)."""
+    """Wait until each process listens itself: with SO_REUSEPORT one listener answers all."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         for p in procs:
@@ -364,8 +363,7 @@ def run_wrk(
 
 
 def start_py_spy(pid: int, out: Path, tmp: Path, duration: float) -> subprocess.Popen:
-    """py-spy record on one gateway process for the measured run (idle samples included,
-    so busy vs. waiting shows), as collapsed stacks."""
+    """py-spy on one gateway process, idle samples included so busy vs. waiting shows."""
     exe = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
     if not Path(exe).exists():
         sys.exit("--profile needs py-spy: .venv/bin/pip install py-spy (not a dependency)")
@@ -628,6 +626,7 @@ def ours_round(bench: Bench, n: int, profile: Path | None = None) -> Round:
         run_tag = secrets.token_hex(4)
 
         def bodies(kind: str, secs: float) -> Path:
+            """Fresh ids for each wrk run: a repeat would be answered without a produce."""
             path = bench.tmp / f"bodies-ours-{n}-{kind}.txt"
             count = int(RATE_CAP * a.processes * secs) + 1000
             write_bodies(path, bench.app_secret, f"{run_tag}{kind}", count)
@@ -664,6 +663,7 @@ def _table(cols: tuple[str, ...], rows: list[tuple[str, ...]]) -> None:
     rule = "+" + "+".join("-" * (w + 2) for w in widths) + "+"
 
     def show(cells: tuple[str, ...]) -> None:
+        """One row, padded to the column widths."""
         padded = [
             c.ljust(w) if i == 0 else c.rjust(w)
             for i, (c, w) in enumerate(zip(cells, widths, strict=True))
@@ -785,7 +785,7 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, _terminate)
     signal.signal(signal.SIGHUP, _terminate)
     wrk = ensure_wrk()
-    tmp = Path(tempfile.mkdtemp(prefix="omnichat-bench-"))
+    tmp = Path(tempfile.mkdtemp(prefix="omnichat-bench-ingest-"))
     started = time.monotonic()
     try:
         from omnichat.embedded import EmbeddedPostgres, EmbeddedRedis, free_port

@@ -249,8 +249,8 @@ async def bench(stack: Stack, args: argparse.Namespace) -> None:
 
         run = "lat"
         n = int(args.rate * args.seconds)
-        errors = await send_all(http, url, headers, bodies(run, n), rate=args.rate)
-        done = await wait_replies(stack.pg.url, run, n, 120)
+        lat_errors = await send_all(http, url, headers, bodies(run, n), rate=args.rate)
+        lat_done = await wait_replies(stack.pg.url, run, n, 120)
         lat, _, _ = await asyncio.to_thread(latencies, stack.pg.url, run)
         print(
             f"  latency run: p50 {pct(lat, 0.5) * 1000:.0f} ms, p99 {pct(lat, 0.99) * 1000:.0f} ms",
@@ -283,9 +283,9 @@ async def bench(stack: Stack, args: argparse.Namespace) -> None:
         f"{args.repeat} runs of {args.messages} messages in {args.conversations} conversations"
     )
     print(
-        f"  latency at {args.rate:.0f} msg/s for {args.seconds}s: {done}/{n} replied, "
-        f"{errors} errors, p50 {pct(lat, 0.5) * 1000:.0f} ms, p99 {pct(lat, 0.99) * 1000:.0f} ms,"
-        f" max {max(lat) * 1000:.0f} ms"
+        f"  latency at {args.rate:.0f} msg/s for {args.seconds}s: {lat_done}/{n} replied, "
+        f"{lat_errors} errors, p50 {pct(lat, 0.5) * 1000:.0f} ms,"
+        f" p99 {pct(lat, 0.99) * 1000:.0f} ms, max {max(lat) * 1000:.0f} ms"
     )
 
 
@@ -297,7 +297,7 @@ def main() -> None:
     p.add_argument("--repeat", type=int, default=3)
     p.add_argument("--rate", type=float, default=50.0)
     p.add_argument("--seconds", type=float, default=20.0)
-    p.add_argument("--fetch-wait-ms", type=int, default=100)
+    p.add_argument("--fetch-wait-ms", type=int, default=20)
     args = p.parse_args()
     tmp = Path(tempfile.mkdtemp(prefix="omnichat-bench-pipeline-"))
     stack = Stack(tmp, args.fetch_wait_ms)
