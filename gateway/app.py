@@ -41,9 +41,9 @@ async def metrics_middleware(request: web.Request, handler: Handler) -> web.Stre
         status = exc.status
         raise
     finally:
-        m = request.app[SERVICES].metrics
-        m.requests.labels(route, request.method, str(status)).inc()
-        m.latency.labels(route).observe(time.perf_counter() - started)
+        request.app[SERVICES].metrics.request_done(
+            route, request.method, status, time.perf_counter() - started
+        )
 
 
 @web.middleware

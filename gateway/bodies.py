@@ -17,8 +17,10 @@ M = TypeVar("M", bound=BaseModel)
 
 async def read_raw(request: web.Request, limit: int) -> bytes:
     """The raw body, refusing more than ``limit`` bytes with a 413."""
-    if request.content_length is not None and request.content_length > limit:
-        raise ApiError(413, "payload_too_large", f"body exceeds {limit} bytes")
+    if request.content_length is not None:
+        if request.content_length > limit:
+            raise ApiError(413, "payload_too_large", f"body exceeds {limit} bytes")
+        return await request.read()  # the length is known and within the limit
     body = bytearray()
     async for chunk in request.content.iter_chunked(65536):
         body += chunk

@@ -97,8 +97,8 @@ class IdempotencyCache:
         self._down_until = 0.0
         self._script = redis.register_script(_MARK_SCRIPT)
         self._seen_batcher = _Batcher(self._mget)
-        self._mark_batcher = _Batcher(self._mset)
-        self._marks: set[asyncio.Task] = set()
+        self._to_mark: list[str] = []
+        self._flush: asyncio.Task | None = None
 
     def full_keys(self, workspace_id: str, item_keys: Sequence[str]) -> list[str]:
         """Redis keys of a workspace's item keys."""
@@ -126,27 +126,35 @@ class IdempotencyCache:
         if not keys or not self.available:
             return False
         try:
-            values = await asyncio.wait_for(self._seen_batcher.submit(keys), self.timeout)
+            async with asyncio.timeout(self.timeout):  # no task per request, unlike wait_for
+                values = await self._seen_batcher.submit(keys)
         except (RedisError, OSError, TimeoutError) as exc:
             self._failed(exc)
             return False
         return all(v is not None for v in values)
 
     def mark(self, keys: list[str]) -> None:
-        """Record keys as seen, in the background (the request does not wait for it)."""
+        """Record keys as seen, in the background (the request does not wait for it).
+
+        Keys join the pending batch; one flush task per batch sends them all in one
+        script call, so a request costs no task and no timer of its own.
+        """
         if not keys or not self.available:
             return
-        task = asyncio.get_running_loop().create_task(self._mark(keys))
-        self._marks.add(task)
-        task.add_done_callback(self._marks.discard)
+        self._to_mark.extend(keys)
+        if self._flush is None or self._flush.done():
+            self._flush = asyncio.get_running_loop().create_task(self._flush_marks())
 
-    async def _mark(self, keys: list[str]) -> None:
-        try:
-            await asyncio.wait_for(self._mark_batcher.submit(keys), self.timeout * 4)
-        except (RedisError, OSError, TimeoutError) as exc:
-            self._failed(exc)
+    async def _flush_marks(self) -> None:
+        while self._to_mark:
+            keys, self._to_mark = self._to_mark, []
+            try:
+                async with asyncio.timeout(self.timeout * 4):
+                    await self._mset(keys)
+            except (RedisError, OSError, TimeoutError) as exc:
+                self._failed(exc)
 
     async def drain(self) -> None:
         """Wait for background marks (shutdown, tests)."""
-        if self._marks:
-            await asyncio.gather(*list(self._marks), return_exceptions=True)
+        if self._flush is not None:
+            await asyncio.gather(self._flush, return_exceptions=True)

@@ -15,10 +15,33 @@ import time
 
 from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError
+from aiokafka.partitioner import DefaultPartitioner, murmur2
 
 from streams.topics import bootstrap_servers, ensure_topics
 
 log = logging.getLogger(__name__)
+
+
+class CachedPartitioner:
+    """aiokafka's default partitioner (murmur2 of the key), with the hash cached per key.
+
+    murmur2 is pure Python (~5 µs); webhooks.raw keys are channel ids, a small set.
+    """
+
+    def __init__(self) -> None:
+        self._default = DefaultPartitioner()
+        self._hashes: dict[bytes, int] = {}
+
+    def __call__(self, key: bytes | None, all_partitions: list[int], available: list[int]) -> int:
+        """The partition for a key (a random available one without a key)."""
+        if key is None:
+            return self._default(key, all_partitions, available)
+        h = self._hashes.get(key)
+        if h is None:
+            if len(self._hashes) > 100_000:
+                self._hashes.clear()
+            h = self._hashes[key] = murmur2(key) & 0x7FFFFFFF
+        return all_partitions[h % len(all_partitions)]
 
 
 class BrokerUnavailable(Exception):
@@ -48,6 +71,7 @@ class DurableProducer:
             request_timeout_ms=max(1000, int(self.timeout * 1000)),
             max_request_size=4 * 1024 * 1024,
             retry_backoff_ms=100,
+            partitioner=CachedPartitioner(),
         )
 
     async def start(self) -> None:
@@ -87,10 +111,9 @@ class DurableProducer:
         if self._suspect:
             await self._verify_topics()
         try:
-            fut = await asyncio.wait_for(
-                self._producer.send(topic, value=value, key=key, headers=headers), self.timeout
-            )
-            await asyncio.wait_for(fut, self.timeout - (time.perf_counter() - started))
+            async with asyncio.timeout(self.timeout):  # one timer for the send and the ack
+                fut = await self._producer.send(topic, value=value, key=key, headers=headers)
+                await fut
         except (KafkaError, TimeoutError, OSError) as exc:
             self._suspect = True
             raise BrokerUnavailable(f"broker did not acknowledge: {type(exc).__name__}") from exc

@@ -14,7 +14,7 @@ import asyncio
 import hashlib
 import hmac
 import logging
-import secrets
+import random
 import time
 from typing import Any
 from uuid import UUID, uuid4
@@ -102,20 +102,20 @@ async def _accept(
     if redis_keys and await svc.idempotency.seen(redis_keys):
         svc.metrics.idempotent_hits.labels(provider).inc()
         return {"ok": True, "idempotent": True}
-    trace_id = secrets.token_hex(16)
-    headers = RawHeaders(
-        provider=info.provider,
+    trace_id = f"{random.getrandbits(128):032x}"  # an identifier, not a secret
+    headers = RawHeaders.encode(
+        provider=provider,
         channel_id=info.id,
         workspace_id=info.workspace_id,
         received_at=utcnow(),
         trace_id=trace_id,
         idempotency_key=client_key or f"sha256:{hashlib.sha256(raw).hexdigest()}",
-        envelope=envelope,  # type: ignore[arg-type]
+        envelope=envelope,
         message_id=message_id,
     )
     try:
         took = await svc.producer.send(
-            WEBHOOKS_RAW, key=str(info.id).encode(), value=raw, headers=headers.to_kafka()
+            WEBHOOKS_RAW, key=str(info.id).encode(), value=raw, headers=headers
         )
     except BrokerUnavailable as exc:
         svc.metrics.broker_unavailable.inc()

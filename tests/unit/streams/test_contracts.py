@@ -1,0 +1,52 @@
+"""Topic contracts: the gateway's fast header encoding reads back as RawHeaders."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime
+
+from streams.contracts import ProviderName, RawHeaders
+
+
+def test_encoded_headers_round_trip() -> None:
+    ch, ws = uuid.uuid4(), uuid.uuid4()
+    now = datetime.now(UTC)
+    encoded = RawHeaders.encode(
+        provider="whatsapp_cloud",
+        channel_id=ch,
+        workspace_id=ws,
+        received_at=now,
+        trace_id="ab" * 16,
+        idempotency_key="sha256:00",
+        message_id=None,
+    )
+    h = RawHeaders.from_kafka(encoded)
+    assert h == RawHeaders(
+        provider=ProviderName.WHATSAPP_CLOUD,
+        channel_id=ch,
+        workspace_id=ws,
+        received_at=now,
+        trace_id="ab" * 16,
+        idempotency_key="sha256:00",
+    )
+    model = RawHeaders(
+        provider=ProviderName.SANDBOX,
+        channel_id=ch,
+        workspace_id=ws,
+        received_at=now,
+        trace_id="t",
+        idempotency_key="k",
+        envelope="inbox",
+        message_id="m1",
+    )
+    fast = RawHeaders.encode(
+        provider="sandbox",
+        channel_id=ch,
+        workspace_id=ws,
+        received_at=now,
+        trace_id="t",
+        idempotency_key="k",
+        envelope="inbox",
+        message_id="m1",
+    )
+    assert RawHeaders.from_kafka(fast) == RawHeaders.from_kafka(model.to_kafka()) == model
