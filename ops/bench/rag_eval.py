@@ -232,13 +232,32 @@ class Knobs:
     text_query: str = "or"  # or: knowledge._or_query; and: the words ANDed; pruned: see below
     max_df: float = 1.0  # pruned: drop words found in more than this share of the KB's chunks
     df: dict[str, float] | None = field(default=None, compare=False, repr=False)
+    rank: str = "ts_rank_cd"  # or ts_rank (cheaper), through RankRewrite
 
     def label(self) -> str:
         """Short form for tables."""
         text = self.text_query.upper()
         if self.text_query == "pruned":
             text = f"OR, df<={self.max_df:.0%}"
-        return f"candidates={self.candidates} rrf_k={self.rrf_k} text={text}"
+        rank = "" if self.rank == "ts_rank_cd" else f" {self.rank}"
+        return f"candidates={self.candidates} rrf_k={self.rrf_k} text={text}{rank}"
+
+
+class RankRewrite:
+    """A connection whose statements rank with ts_rank instead of ts_rank_cd: the proposed
+    cheaper text rank, measured through the real hybrid_search without editing it."""
+
+    def __init__(self, conn: Any) -> None:
+        self._conn = conn
+
+    async def execute(self, query: str, params: Any = None) -> Any:
+        """The connection's execute, with the rank function swapped."""
+        return await self._conn.execute(query.replace("ts_rank_cd(", "ts_rank("), params)
+
+
+def with_rank(conn: Any, rank: str) -> Any:
+    """``conn`` itself for ts_rank_cd (hybrid_search as it is), else a RankRewrite."""
+    return conn if rank == "ts_rank_cd" else RankRewrite(conn)
 
 
 def words_of(text: str) -> list[str]:
@@ -321,7 +340,7 @@ async def search(
 
     async with pool.connection() as conn, conn.transaction():
         return await knowledge.hybrid_search(
-            conn,
+            with_rank(conn, knobs.rank),
             workspace_id=workspace_id,
             kb_ids=[kb_id],
             query_vector=vector,
@@ -618,12 +637,17 @@ async def run_embedder(
             seen: set[str] = set()
             async with pool.connection() as conn:
                 df = await document_frequencies(conn, kb, [q.text for q in questions], language)
-            pruned = [Knobs(text_query="pruned", max_df=m, df=df) for m in (0.05, 0.1, 0.2)]
+            pruned = [
+                *(Knobs(text_query="pruned", max_df=m, df=df) for m in (0.05, 0.1, 0.2)),
+                Knobs(rank="ts_rank"),
+                Knobs(text_query="pruned", max_df=0.05, df=df, rank="ts_rank"),
+            ]
             for knobs in [*SWEEP, *pruned, *extra]:
                 if knobs.label() in seen:
                     continue
                 seen.add(knobs.label())
-                modes = ("text", "hybrid") if knobs.text_query == "pruned" else ("hybrid",)
+                text_changed = knobs.text_query == "pruned" or knobs.rank != "ts_rank_cd"
+                modes = ("text", "hybrid") if text_changed else ("hybrid",)
                 r = await evaluate(pool, ws, kb, questions, vectors, knobs, language, modes)
                 if "text" in r:
                     rows.append(
