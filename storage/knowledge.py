@@ -278,10 +278,10 @@ async def hybrid_search(
         params += [vec, workspace_id, kb_ids, vec, candidates]
     if mode in ("hybrid", "text"):
         parts.append(
-            "SELECT id, row_number() OVER (ORDER BY ts_rank_cd(tsv, q) DESC) AS rank FROM ("
+            "SELECT id, row_number() OVER (ORDER BY ts_rank(tsv, q) DESC) AS rank FROM ("
             f" SELECT id, tsv, q FROM chunks, websearch_to_tsquery('{config}', %s) q"
             " WHERE workspace_id = %s AND knowledge_base_id = ANY(%s) AND tsv @@ q"
-            " ORDER BY ts_rank_cd(tsv, q) DESC LIMIT %s) t"
+            " ORDER BY ts_rank(tsv, q) DESC LIMIT %s) t"
         )
         params += [_or_query(fold(query_text)), workspace_id, kb_ids, candidates]
     if not parts:

@@ -7,24 +7,26 @@ In one run, each part on its own (nothing else of ours running while it measures
 a. raw encode: MiniLM (``get_embedder("local")``, as the worker uses it) on the chunks of
    ops/eval/documents, model loaded: chunks/s and model tokens/s, median of 3 runs, for
    one ``embed_passages`` call over every chunk (batches of 64) and for one call per
-   document (what ingestion does);
+   document (what ingestion does); measured again after (b) to catch a change of load;
 b. ingestion through the stream: a fresh Tansu broker, PostgreSQL, Redis, the gateway and
    one worker (``python -m omnichat.cli gateway|worker``, OMNICHAT_* env). A knowledge
    base is created through the API, the worker's model is loaded by one small document
    first, then ``--copies`` copies of the eval documents (each copy with its own suffix
    line, so none is a duplicate) are uploaded as multipart files. Chunks/s end to end =
    chunks / (last document ready - first upload), both from ``documents`` timestamps.
-   The ratio to (a) is the target (>= 0.8). CPU seconds of each process over that window
-   show where the time went;
-c. retrieval: gateway, worker, broker and Redis stopped; ``--chunks`` synthetic chunks go
-   into one knowledge base (unit vectors of 384 dims perturbed around a few thousand
-   cluster centres of uneven sizes and spreads; Portuguese text drawn from the eval
-   documents' words plus per-cluster topic words) with binary COPY, the migration's
-   HNSW index is rebuilt over them, and ``--queries`` queries (a held-out perturbation of
-   a centre; an eval question plus two topic words) run through
-   ``storage.knowledge.hybrid_search``: p50/p99 latency per mode (embedding excluded),
-   and recall@10 of the HNSW index against an exact scan, for a few ef_search values.
-   A second, small knowledge base in the same table shows the filtered case.
+   The ratio to (a) is the target (>= 0.8). CPU seconds of each process over that window,
+   and of the idle worker and broker just before, show where the time went;
+c. retrieval: gateway, worker, broker and Redis stopped, PostgreSQL restarted with
+   ``--shared-buffers`` (so the HNSW index fits, as on a configured server); ``--chunks``
+   synthetic chunks go into one knowledge base with binary COPY: unit vectors of 384 dims
+   perturbed around a few thousand cluster centres of uneven sizes and spreads, and as
+   text a real eval chunk plus ten topic words of its cluster (so words are as common as
+   in the eval set). The migration's HNSW index is rebuilt over them, and ``--queries``
+   queries (a held-out perturbation of a centre; an eval question plus two topic words)
+   run through ``storage.knowledge.hybrid_search``: p50/p99 latency per mode (embedding
+   excluded), recall@10 of the HNSW index against an exact scan for a few ef_search
+   values, and the proposed cheaper text side (ts_rank; common words left out of the OR
+   query). A second, small knowledge base in the same table shows the filtered case.
 
 Everything started is stopped at the end (Ctrl-C and SIGTERM included); about 5-8 minutes.
 """
@@ -61,6 +63,7 @@ from omnichat.embedded import (  # noqa: E402
     EmbeddedBroker,
     EmbeddedPostgres,
     EmbeddedRedis,
+    die_with_parent,
     free_port,
 )
 from ops.bench.rag_eval import load_documents, load_questions  # noqa: E402
@@ -84,6 +87,7 @@ class Stop(Exception):
 
 
 def _terminate(signum: int, frame: Any) -> None:
+    """Turn SIGTERM/SIGHUP into an exception so the finally blocks stop everything."""
     raise Stop(f"signal {signum}")
 
 
@@ -181,8 +185,9 @@ def children_of(pid: int) -> list[int]:
 class Stack:
     """Broker, PostgreSQL, Redis, gateway and one worker; stopped in reverse order."""
 
-    def __init__(self, tmp: Path) -> None:
+    def __init__(self, tmp: Path, fetch_wait_ms: int) -> None:
         self.tmp = tmp
+        self.fetch_wait_ms = fetch_wait_ms
         self.broker = EmbeddedBroker(log_path=tmp / "broker.log")
         self.pg = EmbeddedPostgres(tmp / "pg")
         self.redis = EmbeddedRedis(tmp / "redis")
@@ -230,6 +235,7 @@ class Stack:
             OMNICHAT_LOG_LEVEL="WARNING",
             OMNICHAT_WORKER_WEB_PORT=str(self.worker_web_port),
             OMNICHAT_WORKER_ID=f"bench-rag-{uuid.uuid4().hex[:6]}",
+            OMNICHAT_FETCH_MAX_WAIT_MS=str(self.fetch_wait_ms),
         )
         for key in ("OMNICHAT_LLM_BASE_URL", "OMNICHAT_LLM_API_KEY", "OMNICHAT_EMBEDDING_BASE_URL"):
             env.pop(key, None)
@@ -242,6 +248,7 @@ class Stack:
                     stderr=subprocess.STDOUT,
                     cwd=REPO,
                     start_new_session=True,
+                    preexec_fn=die_with_parent,
                 )
 
     def pids(self) -> dict[str, list[int]]:
@@ -292,6 +299,7 @@ class StreamIngest:
     cpu: dict[str, float] = field(default_factory=dict)
     worker_ingest_s: float = 0.0
     worker_idle_cores: float = 0.0
+    broker_idle_cores: float = 0.0
 
     @property
     def rate(self) -> float:
@@ -316,6 +324,7 @@ async def _api(
 
 
 async def _wait_ready(http: aiohttp.ClientSession, base: str, timeout: float = 60) -> None:
+    """Wait for the gateway's /readyz (it starts in a child process)."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         with contextlib.suppress(aiohttp.ClientError):
@@ -409,10 +418,12 @@ async def stream_ingest(stack: Stack, copies: int, embedder: Any) -> StreamInges
                 body = await _api(http, "POST", docs_url, expect=202, data=form, headers=headers)
             ids.append(str(body["id"]))
 
-        worker = stack.procs["worker"].pid
-        idle0, t0 = cpu_seconds(worker), time.perf_counter()
-        await asyncio.sleep(3.0)  # the idle worker's own CPU (polling, timers), for reference
-        idle_cores = (cpu_seconds(worker) - idle0) / (time.perf_counter() - t0)
+        # What the idle worker and broker burn (fetch polling, timers), for reference.
+        idle_pids = (stack.procs["worker"].pid, stack.broker.pid or 0)
+        idle0, t0 = [cpu_seconds(p) for p in idle_pids], time.perf_counter()
+        await asyncio.sleep(3.0)
+        idle_s = time.perf_counter() - t0
+        idle = [(cpu_seconds(p) - c) / idle_s for p, c in zip(idle_pids, idle0, strict=True)]
         cpu0 = {p: cpu_seconds(p) for v in stack.pids().values() for p in v}
         before = await _ingest_seconds(http, stack.worker_web_port)
         t0 = time.perf_counter()
@@ -443,7 +454,8 @@ async def stream_ingest(stack: Stack, copies: int, embedder: Any) -> StreamInges
         warm_s=warm_s,
         cpu=cpu,
         worker_ingest_s=after - before,
-        worker_idle_cores=idle_cores,
+        worker_idle_cores=idle[0],
+        broker_idle_cores=idle[1],
     )
 
 
@@ -567,6 +579,7 @@ async def load_chunks(
 
 
 async def _workspace_kb(conn: Any, name: str) -> tuple[uuid.UUID, uuid.UUID]:
+    """A workspace and a local-embedder Portuguese knowledge base, straight in SQL."""
     from storage import knowledge
 
     cur = await conn.execute("INSERT INTO workspaces (name) VALUES (%s) RETURNING id", (name,))
@@ -835,7 +848,14 @@ def mark(ok: bool) -> str:
     return "PASS" if ok else "MISS"
 
 
-def report(raw: RawEncode, ing: StreamIngest | None, ret: Retrieval | None) -> None:
+def report(
+    raw: RawEncode,
+    ing: StreamIngest | None,
+    ret: Retrieval | None,
+    *,
+    after: RawEncode | None = None,
+    fetch_wait_ms: int = 100,
+) -> None:
     """The tables."""
     print("\n" + "=" * 96)
     print(f"RAG benchmark — {os.cpu_count()} cores, load average now {os.getloadavg()[0]:.2f}")
@@ -859,6 +879,17 @@ def report(raw: RawEncode, ing: StreamIngest | None, ret: Retrieval | None) -> N
         f"    CPU per chunk (all threads): {raw.cpu_per_chunk_ms:.1f} ms in one call,"
         f" {raw.doc_cpu_per_chunk_ms:.1f} ms per document"
     )
+    if after is not None:
+        drift = after.rate / raw.rate - 1
+        print(
+            f"    drift check, again after (b): {after.rate:.1f} chunks/s in one call, runs"
+            f" {', '.join(f'{r:.1f}' for r in after.all_rates)}"
+            + (
+                f"  WARNING: {drift:+.0%}, the machine's load changed: the ratio is unreliable"
+                if abs(drift) > 0.2
+                else ""
+            )
+        )
     if ing is not None:
         ratio = ing.rate / raw.rate
         tratio = ing.token_rate / (raw.rate * tpc)
@@ -888,8 +919,9 @@ def report(raw: RawEncode, ing: StreamIngest | None, ret: Retrieval | None) -> N
         print(
             f"    CPU per chunk: worker {ing.cpu.get('worker', 0) / ing.chunks * 1000:.1f} ms,"
             f" all our processes {ours:.1f} ms (raw encode per document:"
-            f" {raw.doc_cpu_per_chunk_ms:.1f} ms); idle worker alone used"
-            f" {ing.worker_idle_cores:.2f} cores"
+            f" {raw.doc_cpu_per_chunk_ms:.1f} ms); idle, the worker used"
+            f" {ing.worker_idle_cores:.2f} cores and the broker {ing.broker_idle_cores:.2f}"
+            f" (fetch wait {fetch_wait_ms} ms)"
         )
         if ing.worker_ingest_s:
             print(
@@ -950,6 +982,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--ef", default="40,100,200", help="ef_search values in (c)")
     p.add_argument("--seed", type=int, default=7)
     p.add_argument(
+        "--fetch-wait-ms",
+        type=int,
+        default=None,
+        help="the worker's OMNICHAT_FETCH_MAX_WAIT_MS (default: the settings' default)",
+    )
+    p.add_argument(
         "--shared-buffers",
         default="1GB",
         help="PostgreSQL shared_buffers for (c), so the HNSW index fits (1GB)",
@@ -962,14 +1000,19 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
     """Run (a), (b), (c); always stop what was started."""
     args = parse_args(argv)
+    if args.fetch_wait_ms is None:
+        from omnichat.settings import Settings
+
+        args.fetch_wait_ms = Settings(_env_file=None).fetch_max_wait_ms  # type: ignore[call-arg]
     signal.signal(signal.SIGTERM, _terminate)
     signal.signal(signal.SIGHUP, _terminate)
     skip = set(args.skip.split(",")) - {""}
     started = time.monotonic()
     tmp = Path(tempfile.mkdtemp(prefix="omnichat-bench-rag-"))
-    stack = Stack(tmp)
+    stack = Stack(tmp, args.fetch_wait_ms)
     ing: StreamIngest | None = None
     ret: Retrieval | None = None
+    after: RawEncode | None = None
     try:
         print("(a) raw encode ...", flush=True)
         raw, embedder = asyncio.run(raw_encode(args.runs))
@@ -981,6 +1024,8 @@ def main(argv: list[str] | None = None) -> int:
             ing = asyncio.run(stream_ingest(stack, args.copies, embedder))
             print(f"    {ing.rate:.1f} chunks/s end to end", flush=True)
         stack.stop_apps()
+        if "b" not in skip:
+            after, _ = asyncio.run(raw_encode(args.runs))
         if "c" not in skip:
             print(f"(c) {args.chunks:,} synthetic chunks, index build, queries ...", flush=True)
             shared_buffers = stack.set_shared_buffers(args.shared_buffers)
@@ -997,7 +1042,7 @@ def main(argv: list[str] | None = None) -> int:
                 )
             )
             ret.shared_buffers = shared_buffers
-        report(raw, ing, ret)
+        report(raw, ing, ret, after=after, fetch_wait_ms=args.fetch_wait_ms)
         print(f"\ntook {time.monotonic() - started:.0f} s")
         return 0
     except (KeyboardInterrupt, Stop) as exc:

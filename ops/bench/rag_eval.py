@@ -418,9 +418,9 @@ def explain(
             worse.append(q)
     text_hits = sum(1 for q in questions if runs["text"][1][q.id])
     print(
-        f"\n  full-text returned something for {text_hits}/{len(questions)} questions (OR of the"
-        " words: nearly every chunk matches a common word, so the text side always fills its"
-        " candidates)"
+        f"\n  full-text returned something for {text_hits}/{len(questions)} questions (its OR"
+        " query matches any chunk holding one of the question's words, so it always votes,"
+        " right or wrong)"
     )
     if not worse:
         print("  hybrid never ranks an answer below the better single mode")
@@ -657,7 +657,7 @@ async def run_embedder(
                         )
                     )
                 rows.append((knobs.label(), r["hybrid"][0]))
-            table(rows, questions, 44)
+            table(rows, questions, 50)
             result["sweep"] = {label: s.ranks for label, s in rows}
             candidates = Knobs().candidates
             sides = await side_rankings(pool, ws, kb, questions, vectors, candidates, language)
@@ -673,7 +673,7 @@ async def run_embedder(
                 ("text only, AND then OR", single(questions, sides, "and+or")),
             ]
             fused = [(f.label(), fused_scores(questions, sides, f, candidates)) for f in FUSIONS]
-            table([*singles, *fused], questions, 44)
+            table([*singles, *fused], questions, 50)
             result["fusions"] = {label: s.ranks for label, s in fused}
         return result
     finally:
