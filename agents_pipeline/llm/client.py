@@ -8,14 +8,9 @@ connection errors are retried; other 4xx fail at once; exhaustion raises LLMErro
 from __future__ import annotations
 
 import asyncio
-import email.utils
 import logging
-import math
 import random
 import time
-from collections.abc import Mapping
-from dataclasses import dataclass
-from datetime import UTC, datetime
 from types import TracebackType
 
 import openai
@@ -23,6 +18,8 @@ from openai.types.chat import ChatCompletion
 from pydantic import BaseModel
 
 from agents_pipeline.errors import LLMError
+from agents_pipeline.llm.retry import OpenAIFailure, backoff_delay
+from agents_pipeline.llm.retry import parse_retry_after as parse_retry_after
 from agents_pipeline.llm.tokens import count_message_tokens, count_tokens
 
 logger = logging.getLogger(__name__)
@@ -43,66 +40,6 @@ class Completion(BaseModel):
     latency_ms: int
     finish_reason: str | None
     attempts: int = 1
-
-
-def parse_retry_after(headers: Mapping[str, str] | None) -> float | None:
-    """Seconds the server asked us to wait (retry-after-ms, retry-after seconds or date)."""
-    if not headers:
-        return None
-    millis = headers.get("retry-after-ms")
-    if millis is not None:
-        try:
-            value = float(millis) / 1000
-        except ValueError:
-            value = math.nan
-        if math.isfinite(value):
-            return max(value, 0.0)
-    raw = headers.get("retry-after")
-    if raw is None:
-        return None
-    try:
-        value = float(raw)
-    except ValueError:
-        try:
-            when = email.utils.parsedate_to_datetime(raw)
-        except (TypeError, ValueError):
-            return None
-        if when.tzinfo is None:
-            when = when.replace(tzinfo=UTC)
-        return max((when - datetime.now(UTC)).total_seconds(), 0.0)
-    return max(value, 0.0) if math.isfinite(value) else None
-
-
-def _error_detail(exc: openai.OpenAIError) -> str:
-    """A short, single-line description of an SDK error for logs and run records."""
-    text = " ".join(str(exc).split())
-    return text if len(text) <= 300 else text[:297] + "..."
-
-
-@dataclass(frozen=True)
-class _Failure:
-    """How one failed attempt is handled: its error code, and whether to try again."""
-
-    code: str
-    detail: str
-    retriable: bool
-    retry_after: float | None = None
-
-    @classmethod
-    def of(cls, exc: openai.OpenAIError) -> _Failure:
-        """Classify an SDK error: 429/5xx/timeouts/connection errors are transient."""
-        detail = _error_detail(exc)
-        if isinstance(exc, openai.APIStatusError):
-            status = exc.status_code
-            transient = status == 429 or status >= 500
-            retry_after = parse_retry_after(exc.response.headers) if transient else None
-            return cls(f"http_{status}", detail, transient, retry_after)
-        if isinstance(exc, openai.APITimeoutError):
-            return cls("timeout", "LLM request timed out", True)
-        if isinstance(exc, openai.APIConnectionError):
-            return cls("connection_error", detail, True)
-        # A response we could not read (schema validation and the like): retrying won't help.
-        return cls("invalid_response", detail, False)
 
 
 class LLMClient:
@@ -151,11 +88,14 @@ class LLMClient:
 
     def backoff_delay(self, retry: int, retry_after: float | None = None) -> float:
         """Seconds before retry number ``retry`` (0-based): Retry-After, else jittered backoff."""
-        if retry_after is not None:
-            return min(retry_after, self.retry_after_max)
-        ceiling = min(self.backoff_max, self.backoff_base * 2**retry)
-        # "Equal jitter": at least half the exponential step, so retries stay spread out.
-        return ceiling / 2 + self._rng.uniform(0, ceiling / 2)
+        return backoff_delay(
+            retry,
+            retry_after,
+            base=self.backoff_base,
+            maximum=self.backoff_max,
+            retry_after_max=self.retry_after_max,
+            rng=self._rng,
+        )
 
     async def complete(
         self,
@@ -178,7 +118,7 @@ class LLMClient:
                     max_tokens=max_tokens,
                 )
             except openai.OpenAIError as exc:
-                failure = _Failure.of(exc)
+                failure = OpenAIFailure.of(exc, what="LLM")
                 if not failure.retriable:
                     error = LLMError(f"LLM request rejected: {failure.detail}", code=failure.code)
                     error.retriable = False
