@@ -234,14 +234,16 @@ async def fail_document(conn: Conn, *, doc_id: UUID, error: str) -> None:
     )
 
 
-async def pending_documents(conn: Conn, *, older_than_seconds: float) -> list[UUID]:
-    """Documents stuck pending or processing (a lost ingest event, a dead worker)."""
+async def pending_documents(conn: Conn, *, older_than_seconds: float) -> list[Row]:
+    """Documents stuck pending or processing (a lost ingest event, a dead worker), with the
+    ids an ingest event needs."""
     cur = await conn.execute(
-        "SELECT id FROM documents WHERE status IN ('pending', 'processing')"
+        "SELECT id, workspace_id, knowledge_base_id FROM documents"
+        " WHERE status IN ('pending', 'processing')"
         " AND updated_at < now() - make_interval(secs => %s) ORDER BY created_at LIMIT 100",
         (older_than_seconds,),
     )
-    return [r["id"] for r in await cur.fetchall()]
+    return await cur.fetchall()
 
 
 async def hybrid_search(

@@ -58,21 +58,13 @@ def register(app: OmnichatApp) -> None:
         pool = await app.resources.pool()
         async with pool.connection() as conn:
             stuck = await knowledge.pending_documents(conn, older_than_seconds=STUCK_AFTER)
-            for doc_id in stuck:
-                cur = await conn.execute(
-                    "SELECT workspace_id, knowledge_base_id FROM documents WHERE id = %s", (doc_id,)
-                )
-                row = await cur.fetchone()
-                if row is None:
-                    continue
-                ev = DocumentIngest(
-                    trace_id=str(doc_id).replace("-", ""),
-                    document_id=doc_id,
-                    workspace_id=row["workspace_id"],
-                    knowledge_base_id=row["knowledge_base_id"],
-                )
-                await t.documents.send(
-                    key=str(doc_id).encode(), value=ev.model_dump_json().encode()
-                )
+        for row in stuck:
+            ev = DocumentIngest(
+                trace_id=row["id"].hex,
+                document_id=row["id"],
+                workspace_id=row["workspace_id"],
+                knowledge_base_id=row["knowledge_base_id"],
+            )
+            await t.documents.send(key=str(row["id"]).encode(), value=ev.model_dump_json().encode())
         if stuck:
             log.info("ingest sweep queued %d waiting documents", len(stuck))

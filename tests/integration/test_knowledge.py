@@ -331,3 +331,34 @@ async def test_agent_answers_citing_its_source(
     assert (
         await count_rows(pool, "SELECT count(*) FROM chunks WHERE document_id = %s", doc["id"]) >= 1
     )
+
+
+async def test_sweep_finds_documents_left_waiting(
+    gateway: Gateway, tenant: Tenant, pool: AsyncConnectionPool
+) -> None:
+    from storage import knowledge
+
+    kb = await new_kb(gateway, tenant, "sweep")
+    async with pool.connection() as conn:
+        doc, _ = await knowledge.add_document(
+            conn,
+            workspace_id=uuid.UUID(tenant.id),
+            kb_id=uuid.UUID(kb),
+            title="perdido",
+            filename="p.txt",
+            mime_type="text/plain",
+            content=b"texto",
+            content_hash="sweep-1",
+        )
+        assert doc["id"] not in [
+            r["id"] for r in await knowledge.pending_documents(conn, older_than_seconds=60)
+        ]
+        await conn.execute("ALTER TABLE documents DISABLE TRIGGER documents_updated_at")
+        await conn.execute(
+            "UPDATE documents SET updated_at = now() - interval '1 hour' WHERE id = %s",
+            (doc["id"],),
+        )
+        await conn.execute("ALTER TABLE documents ENABLE TRIGGER documents_updated_at")
+        rows = await knowledge.pending_documents(conn, older_than_seconds=60)
+    row = next(r for r in rows if r["id"] == doc["id"])
+    assert str(row["workspace_id"]) == tenant.id and str(row["knowledge_base_id"]) == kb
