@@ -3,13 +3,16 @@
 It never raises for an LLM failure: the conversation must still get an answer, so a
 failed call yields the agent's fallback text with outcome "error" and the reason.
 Outcomes: "ok" (the LLM answered), "offline" (no LLM configured: extractive answer),
-"fallback" (nothing to ask, or the LLM returned an empty answer), "error".
+"fallback" (nothing to ask, or the LLM returned an empty answer), "error",
+"quota_exceeded" (the workspace's monthly limit was reached: no call was made).
 """
 
 from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
+from contextlib import AbstractAsyncContextManager
 
 from agents_pipeline.errors import LLMError
 from agents_pipeline.llm import (
@@ -18,13 +21,18 @@ from agents_pipeline.llm import (
     GenerationResult,
     HistoryTurn,
     LLMClient,
+    PromptBuild,
     answer_offline,
     build_messages,
     cited_sources,
     estimate_cost_usd,
     fallback_reply,
 )
+from agents_pipeline.quota import Permit
 from streams.contracts import RetrievedChunk
+
+Admit = Callable[[int], AbstractAsyncContextManager[Permit]]
+"""Admission of one LLM call given its worst-case tokens (see agents_pipeline.quota)."""
 
 logger = logging.getLogger(__name__)
 
@@ -42,8 +50,15 @@ async def generate_reply(
     chunks: list[RetrievedChunk],
     llm: LLMClient | None,
     default_model: str,
+    admit: Admit | None = None,
+    quota_fallback: str | None = None,
 ) -> GenerationResult:
-    """Produce the agent's reply to ``user_text``; every failure still yields something to send."""
+    """Produce the agent's reply to ``user_text``; every failure still yields something to send.
+
+    With ``admit``, the LLM call happens only inside an admitted permit, which records
+    the tokens it took; a refused permit answers with ``quota_fallback`` (the
+    workspace's fallback text) and makes no call.
+    """
     started = time.perf_counter()
     model = agent.model or default_model
     fallback = fallback_reply(agent.fallback_text, user_text)
@@ -83,6 +98,41 @@ async def generate_reply(
             outcome="offline",
         )
 
+    if admit is None:
+        return await _call(agent, llm, model, build, fallback, started, permit=None)
+    # Worst case for the reservation: our prompt count with a margin for the provider's own.
+    worst_case = build.token_estimate + build.token_estimate // 10 + 16 + agent.max_tokens
+    async with admit(worst_case) as permit:
+        if permit.refused is not None:
+            return quota_refusal(permit, model, fallback_reply(quota_fallback, user_text))
+        return await _call(agent, llm, model, build, fallback, started, permit=permit)
+
+
+def quota_refusal(permit: Permit, model: str, reply_text: str) -> GenerationResult:
+    """The result for a message past a monthly limit: the fallback text, no call, no cost."""
+    return GenerationResult(
+        reply_text=reply_text,
+        model=model,
+        prompt_tokens=0,
+        completion_tokens=0,
+        latency_ms=0,
+        cost_usd=0.0,
+        sources=[],
+        outcome="quota_exceeded",
+        error=f"monthly {permit.refused} limit reached ({permit.used} of {permit.limit})",
+    )
+
+
+async def _call(
+    agent: AgentSpec,
+    llm: LLMClient,
+    model: str,
+    build: PromptBuild,
+    fallback: str,
+    started: float,
+    permit: Permit | None,
+) -> GenerationResult:
+    """One LLM call; its tokens go on the permit, an LLM failure yields the fallback."""
     try:
         completion = await llm.complete(
             model=model,
@@ -104,6 +154,8 @@ async def generate_reply(
             error=f"{exc.code}: {exc.message}" if exc.code else exc.message,
         )
 
+    if permit is not None:
+        permit.record(completion.prompt_tokens + completion.completion_tokens)
     text = completion.text.strip()
     cost = estimate_cost_usd(
         completion.model, completion.prompt_tokens, completion.completion_tokens

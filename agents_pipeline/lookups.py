@@ -10,7 +10,7 @@ from __future__ import annotations
 from typing import Any
 from uuid import UUID
 
-from storage import agents, channels, workspaces
+from storage import agents, channels, quotas, workspaces
 from storage.cache import TTLCache
 from storage.db import Conn
 
@@ -18,13 +18,14 @@ Row = dict[str, Any] | None
 
 
 class Lookups:
-    """Cached reads of channels, agents' published versions, versions and workspaces."""
+    """Cached reads of channels, published versions, versions, workspaces and limits."""
 
     def __init__(self, ttl: float = 5.0) -> None:
         self._channels: TTLCache[Row] = TTLCache(ttl)
         self._published: TTLCache[Row] = TTLCache(ttl)
         self._versions: TTLCache[Row] = TTLCache(ttl)
         self._workspaces: TTLCache[Row] = TTLCache(ttl)
+        self._limits: TTLCache[Row] = TTLCache(ttl)
 
     async def channel(self, conn: Conn, workspace_id: UUID, channel_id: UUID) -> Row:
         """A channel of the workspace."""
@@ -57,6 +58,12 @@ class Lookups:
         """A workspace."""
         return await self._workspaces.get(
             workspace_id, lambda: workspaces.get_workspace(conn, workspace_id=workspace_id)
+        )
+
+    async def limits(self, conn: Conn, workspace_id: UUID) -> Row:
+        """A workspace's monthly limits (plan with overrides)."""
+        return await self._limits.get(
+            workspace_id, lambda: quotas.monthly_limits(conn, workspace_id=workspace_id)
         )
 
 

@@ -9,18 +9,22 @@ model twice nor answers with a different text.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import UTC, datetime
+from functools import partial
 
 from psycopg_pool import AsyncConnectionPool
 
-from agents_pipeline.generate import generate_reply
+from agents_pipeline.generate import generate_reply, quota_refusal
 from agents_pipeline.llm import (
     OFFLINE_MODEL,
     AgentSpec,
     GenerationResult,
     HistoryTurn,
     LLMClient,
+    fallback_reply,
 )
 from agents_pipeline.lookups import READ_THROUGH, Lookups
+from agents_pipeline.quota import Limits, Permit, QuotaGate, month_of
 from storage import messages, runs
 from streams.contracts import GeneratedReply, RetrievedChunk, RetrievedMessage
 
@@ -32,6 +36,7 @@ class AgentRun:
     reply: GeneratedReply
     created: bool
     result: GenerationResult | None
+    refusal: Permit | None = None
 
 
 def _history(rows: list[dict]) -> list[HistoryTurn]:
@@ -48,8 +53,14 @@ async def run_agent(
     llm: LLMClient | None,
     default_model: str,
     lookups: Lookups = READ_THROUGH,
+    gate: QuotaGate | None = None,
+    now: datetime | None = None,
 ) -> AgentRun:
-    """Answer one message (or return the answer it already has)."""
+    """Answer one message (or return the answer it already has).
+
+    With a ``gate``, the workspace's monthly limits apply: past them the reply is
+    the workspace's fallback text and no LLM call is made (``refusal`` says why).
+    """
     async with pool.connection() as conn:
         existing = await runs.get_run_for_message(conn, message_id=msg.message_id)
         if existing is not None:
@@ -62,6 +73,7 @@ async def run_agent(
             conversation_id=msg.conversation_id,
             before_message=msg.message_id,
         )
+        limits = Limits.from_row(await lookups.limits(conn, msg.workspace_id)) if gate else None
     assert version is not None, "a published version is immutable and never deleted alone"
     spec = AgentSpec(
         system_prompt=version["system_prompt"],
@@ -73,14 +85,31 @@ async def run_agent(
     )
     # A version whose model is "offline" answers with the deterministic responder even where
     # an LLM is configured: an FAQ bot that quotes the knowledge base, at no cost.
-    result = await generate_reply(
-        agent=spec,
-        user_text=msg.text or "",
-        history=_history(history),
-        chunks=msg.chunks,
-        llm=None if version["model"] == OFFLINE_MODEL else llm,
-        default_model=default_model,
-    )
+    use_llm = None if version["model"] == OFFLINE_MODEL else llm
+    quota_text = (workspace or {}).get("fallback_text") or spec.fallback_text
+    refusal: Permit | None = None
+    admit = None
+    if gate is not None and limits is not None:
+        month = month_of(now or datetime.now(UTC))
+        refusal = gate.inbound_refusal(msg.workspace_id, limits, month)
+        admit = partial(gate.llm_call, msg.workspace_id, limits, month)
+    if refusal is not None:
+        result = quota_refusal(
+            refusal, spec.model or default_model, fallback_reply(quota_text, msg.text or "")
+        )
+    else:
+        result = await generate_reply(
+            agent=spec,
+            user_text=msg.text or "",
+            history=_history(history),
+            chunks=msg.chunks,
+            llm=use_llm,
+            default_model=default_model,
+            admit=admit if use_llm is not None else None,
+            quota_fallback=quota_text,
+        )
+        if result.outcome == "quota_exceeded":
+            refusal = Permit(refused="llm_tokens")
     async with pool.connection() as conn:
         row, created = await runs.insert_run(
             conn,
@@ -102,7 +131,12 @@ async def run_agent(
                 "trace_id": msg.trace_id,
             },
         )
-    return AgentRun(_reply(msg, row), created=created, result=result if created else None)
+    return AgentRun(
+        _reply(msg, row),
+        created=created,
+        result=result if created else None,
+        refusal=refusal if created else None,
+    )
 
 
 def _reply(msg: RetrievedMessage, run: dict) -> GeneratedReply:

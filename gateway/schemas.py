@@ -36,6 +36,16 @@ class WorkspacePatch(Body):
     fallback_text: str | None = Field(default=None, max_length=4000)
 
 
+class QuotaOverrides(Body):
+    """PUT /api/v1/tenants/workspaces/{id}/quotas: per-metric monthly limits over the plan's.
+
+    A metric left out keeps its current limit; ``null`` means unlimited.
+    """
+
+    inbound_messages: int | None = Field(default=None, ge=0)
+    llm_tokens: int | None = Field(default=None, ge=0)
+
+
 Role = Literal["owner", "admin", "member"]
 
 

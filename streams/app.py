@@ -56,6 +56,7 @@ class Tables:
 
     dedupe: faust.Table
     usage: faust.Table
+    quota: faust.Table
 
 
 def create_app(settings: Settings) -> OmnichatApp:
@@ -104,6 +105,13 @@ def create_app(settings: Settings) -> OmnichatApp:
             key_type=str,
             value_type=int,
         ),
+        quota=app.Table(
+            "quota-counters",
+            default=int,
+            partitions=settings.topic_partitions,
+            key_type=str,
+            value_type=int,
+        ),
     )
 
     @app.page("/metrics")
@@ -129,7 +137,12 @@ def create_app(settings: Settings) -> OmnichatApp:
     from streams.agents import documents, normalize, pipeline, records
 
     normalize.register(app, tables.dedupe)
-    pipeline.register(app, retriever=LazyKnowledge(app))
+    pipeline.register(
+        app,
+        quota_counters=tables.quota,
+        usage_counters=tables.usage,
+        retriever=LazyKnowledge(app),
+    )
     records.register(app, tables.usage)
     documents.register(app)
     return app

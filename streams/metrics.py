@@ -101,3 +101,9 @@ class StreamMetrics:
             "Replies not sent because WhatsApp's 24-hour window was closed.",
             registry=r,
         )
+        self.quota_refusals = Counter(
+            "omnichat_quota_refusals_total",
+            "Messages answered with the fallback text because a monthly limit was reached.",
+            ["metric"],
+            registry=r,
+        )

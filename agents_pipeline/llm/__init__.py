@@ -29,7 +29,7 @@ from agents_pipeline.llm.prompt import (
 from agents_pipeline.llm.tokens import count_message_tokens, count_tokens, truncate_to_tokens
 from streams.contracts import RetrievedChunk
 
-Outcome = Literal["ok", "offline", "fallback", "error"]
+Outcome = Literal["ok", "offline", "fallback", "error", "quota_exceeded"]
 
 
 class AgentSpec(BaseModel):

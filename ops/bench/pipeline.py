@@ -116,7 +116,7 @@ async def setup_tenant(http: aiohttp.ClientSession, base: str, db_url: str) -> t
         await asyncio.sleep(0.1)
     async with http.post(
         base + "/api/v1/tenants/workspaces",
-        json={"name": "Bench"},
+        json={"name": "Bench", "plan": "enterprise"},
         headers={"Authorization": f"Bearer {ADMIN}"},
     ) as r:
         ws = await r.json()

@@ -10,7 +10,10 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
+import faust
+
 from agents_pipeline.lookups import Lookups
+from agents_pipeline.quota import QuotaGate, month_of
 from agents_pipeline.reply import prepare_reply
 from agents_pipeline.resolve import resolve
 from agents_pipeline.retrieve import NoKnowledge, Retriever, retrieve
@@ -19,6 +22,7 @@ from agents_pipeline.send import deliver
 from agents_pipeline.status import apply_status
 from streams.agents.stage import Out, stage_agent
 from streams.contracts import (
+    AuditEvent,
     GeneratedReply,
     InboundMessage,
     ResolvedMessage,
@@ -27,6 +31,8 @@ from streams.contracts import (
     StatusUpdate,
     UsageEvent,
 )
+from streams.partitions import workspace_partition
+from streams.tables import WorkspaceCounters
 
 if TYPE_CHECKING:
     from streams.app import OmnichatApp
@@ -50,14 +56,50 @@ def usage(trace_id: str, key: str, workspace_id: object, kind: str, amount: int)
     )  # type: ignore[arg-type]
 
 
-def register(app: OmnichatApp, retriever: Retriever | None = None) -> None:
-    """Add the conversation stages to the app."""
+def quota_audit(msg: RetrievedMessage, metric: str, detail: str | None) -> AuditEvent:
+    """The audit row of a workspace reaching a monthly limit: once per metric and month."""
+    month = month_of(_now())
+    return AuditEvent(
+        trace_id=msg.trace_id,
+        event_key=f"quota:{msg.workspace_id}:{month}:{metric}",
+        workspace_id=msg.workspace_id,
+        actor="system",
+        action="quota.exceeded",
+        object_type="workspace",
+        object_id=str(msg.workspace_id),
+        details={
+            "metric": metric,
+            "month": month,
+            "detail": detail,
+            "message_id": str(msg.message_id),
+        },
+        occurred_at=_now(),
+    )
+
+
+def register(
+    app: OmnichatApp,
+    *,
+    quota_counters: faust.Table,
+    usage_counters: faust.Table,
+    retriever: Retriever | None = None,
+) -> None:
+    """Add the conversation stages to the app.
+
+    ``quota_counters`` holds each workspace's LLM tokens per month (written by
+    generate); ``usage_counters`` its inbound messages per month (written by the
+    usage agent); both live on the workspace's partition, as generate's events do.
+    """
     t = app.topics_
     res = app.resources
     s = app.settings
     m = app.metrics
     knowledge = retriever or NoKnowledge()
     lookups = Lookups(ttl=5.0)
+    gate = QuotaGate(
+        WorkspaceCounters(quota_counters, s.topic_partitions),
+        inbound=lambda key: int(usage_counters.data.get(key, 0)),
+    )
 
     async def on_normalized(msg: InboundMessage) -> list[Out]:
         pool = await res.pool()
@@ -86,15 +128,23 @@ def register(app: OmnichatApp, retriever: Retriever | None = None) -> None:
 
     async def on_resolved(msg: ResolvedMessage) -> list[Out]:
         found = await retrieve(msg, retriever=knowledge)
-        return [Out(t.retrieved, found, found.key)]
+        # Conversation key, workspace partition: generate owns the workspace's quota.
+        where = workspace_partition(found.workspace_id, s.topic_partitions)
+        return [Out(t.retrieved, found, found.key, partition=where)]
 
     async def on_retrieved(msg: RetrievedMessage) -> list[Out]:
         pool = await res.pool()
         await res.http()  # opens the LLM client when one is configured
-        run = await run_agent(pool, msg, llm=res.llm, default_model=s.llm_model, lookups=lookups)
+        run = await run_agent(
+            pool, msg, llm=res.llm, default_model=s.llm_model, lookups=lookups, gate=gate
+        )
         out: list[Out] = [Out(t.generated, run.reply, run.reply.key)]
         r = run.result
-        if r is not None:
+        if run.refusal is not None and r is not None:
+            metric = run.refusal.refused or "unknown"
+            m.quota_refusals.labels(metric).inc()
+            out.append(Out(t.audit, quota_audit(msg, metric, r.error), str(msg.workspace_id)))
+        elif r is not None:
             m.llm_calls.labels(r.model, r.outcome).inc()
             m.llm_tokens.labels(r.model, "prompt").inc(r.prompt_tokens)
             m.llm_tokens.labels(r.model, "completion").inc(r.completion_tokens)

@@ -35,6 +35,9 @@ def register(app: OmnichatApp, counters: faust.Table) -> None:
                 ev = UsageEvent.model_validate_json(e.value)
                 key = f"{ev.workspace_id}:{ev.day.isoformat()}:{ev.kind}"
                 tables.add(counters, e.message.partition, key, ev.amount)
+                # The month's total too: the generate stage reads it for the inbound quota.
+                month = f"{ev.workspace_id}:{ev.day.strftime('%Y-%m')}:{ev.kind}"
+                tables.add(counters, e.message.partition, month, ev.amount)
                 for kind in usage.KINDS:
                     total = counters.data.get(f"{ev.workspace_id}:{ev.day.isoformat()}:{kind}", 0)
                     touched[(ev.workspace_id, ev.day)][kind] = int(total)

@@ -43,6 +43,7 @@ class Out:
     topic: faust.TopicT
     value: BaseModel
     key: str | None = None
+    partition: int | None = None  # None: the key's partition (see streams/partitions.py)
 
 
 Handler = Callable[[Any], Awaitable[list[Out]]]
@@ -121,7 +122,9 @@ def stage_agent(
             for outs in results:
                 for o in outs:
                     key = o.key.encode() if o.key is not None else None
-                    futures.append(await o.topic.send(key=key, value=encode(o.value)))
+                    futures.append(
+                        await o.topic.send(key=key, value=encode(o.value), partition=o.partition)
+                    )
                     if o.topic is app.topics_.deadletter:
                         m.events_failed.labels(name).inc()
                     else:

@@ -79,10 +79,17 @@ class WorkerProcess:
         self.worker_id = worker_id or f"omnichat-test-{uuid.uuid4().hex[:8]}"
         self.extra_env = extra_env or {}
         self.proc: subprocess.Popen | None = None
+        self.web_port = 0
+
+    @property
+    def web_url(self) -> str:
+        """The worker's Faust web server (metrics, admin views)."""
+        return f"http://127.0.0.1:{self.web_port}"
 
     def env(self) -> dict[str, str]:
         """The child's environment: the test settings as OMNICHAT_* variables."""
         s = self.settings
+        self.web_port = free_port()  # a new one per start: the old socket may linger
         env = dict(os.environ)
         values = {
             "BROKER_URL": s.broker_url,
@@ -91,7 +98,7 @@ class WorkerProcess:
             "SECRET_KEY": s.secret_key.get_secret_value() if s.secret_key else None,
             "ADMIN_TOKEN": s.admin_token.get_secret_value() if s.admin_token else None,
             "WORKER_ID": self.worker_id,
-            "WORKER_WEB_PORT": str(free_port()),
+            "WORKER_WEB_PORT": str(self.web_port),
             "TOPIC_PARTITIONS": str(s.topic_partitions),
             "LOG_LEVEL": "INFO",
         }
@@ -163,3 +170,27 @@ async def create_channel(
     )
     assert status == 201, ch
     return ch
+
+
+async def metric_total(url: str, name: str, timeout: float = 60.0) -> float:
+    """The sum of a Prometheus metric's samples at ``url``/metrics (waits for the server)."""
+    import aiohttp
+
+    deadline = asyncio.get_running_loop().time() + timeout
+    async with aiohttp.ClientSession() as http:
+        while True:
+            try:
+                async with http.get(url + "/metrics") as r:
+                    if r.status == 200:
+                        text = await r.text()
+                        break
+            except aiohttp.ClientError:
+                pass
+            if asyncio.get_running_loop().time() > deadline:
+                raise AssertionError(f"{url}/metrics did not answer within {timeout}s")
+            await asyncio.sleep(0.2)
+    return sum(
+        float(line.rsplit(" ", 1)[1])
+        for line in text.splitlines()
+        if line.startswith(name + "{") or line.startswith(name + " ")
+    )
