@@ -75,6 +75,11 @@ class Settings(BaseSettings):
         description="Address of the worker's web server (metrics, views); 0.0.0.0 in containers.",
     )
     worker_web_port: int = Field(default=6066, description="Faust web (metrics, views).")
+    worker_advertised_url: str | None = Field(
+        default=None,
+        description="URL other workers reach this one at, to forward an admin view to the "
+        "owner of a workspace's partition. Unset: http://<bind or hostname>:<port>.",
+    )
     human_takeover_seconds: int = Field(
         default=1800,
         description="How long a human reply from the phone keeps a conversation in human mode.",

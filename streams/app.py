@@ -7,6 +7,7 @@
 
 from __future__ import annotations
 
+import socket
 from dataclasses import dataclass
 
 import faust
@@ -57,6 +58,17 @@ class Tables:
     dedupe: faust.Table
     usage: faust.Table
     quota: faust.Table
+    stats: faust.Table
+
+
+def advertised_url(settings: Settings) -> str:
+    """Where other workers reach this one's web server (admin views are forwarded there)."""
+    if settings.worker_advertised_url:
+        return settings.worker_advertised_url
+    host = settings.worker_web_bind
+    if host in ("0.0.0.0", "::", ""):
+        host = socket.gethostname()
+    return f"http://{host}:{settings.worker_web_port}"
 
 
 def create_app(settings: Settings) -> OmnichatApp:
@@ -76,6 +88,7 @@ def create_app(settings: Settings) -> OmnichatApp:
         web_enabled=True,
         web_bind=settings.worker_web_bind,
         web_port=settings.worker_web_port,
+        canonical_url=advertised_url(settings),
         web_in_thread=False,
         broker_commit_interval=1.0,
         # Tansu holds a new group's join for about half the rebalance timeout: keep both short
@@ -112,6 +125,12 @@ def create_app(settings: Settings) -> OmnichatApp:
             key_type=str,
             value_type=int,
         ),
+        stats=app.Table(
+            "workspace-stats",
+            default=dict,
+            partitions=settings.topic_partitions,
+            key_type=str,
+        ),
     )
 
     @app.page("/metrics")
@@ -134,6 +153,7 @@ def create_app(settings: Settings) -> OmnichatApp:
             lag = max(0, high - (committed + 1 if committed is not None else 0))
             app.metrics.consumer_lag.labels(tp.topic, str(tp.partition)).set(lag)
 
+    from streams import views
     from streams.agents import documents, normalize, pipeline, records
 
     normalize.register(app, tables.dedupe)
@@ -143,6 +163,9 @@ def create_app(settings: Settings) -> OmnichatApp:
         usage_counters=tables.usage,
         retriever=LazyKnowledge(app),
     )
-    records.register(app, tables.usage)
+    records.register(app, tables.usage, tables.stats)
+    views.register(
+        app, usage_counters=tables.usage, stats_table=tables.stats, quota_counters=tables.quota
+    )
     documents.register(app)
     return app

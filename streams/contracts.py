@@ -367,12 +367,24 @@ class SentMessage(Contract):
 # --- side topics --------------------------------------------------------------------------
 
 UsageKind = Literal[
-    "inbound_messages", "outbound_messages", "llm_prompt_tokens", "llm_completion_tokens"
+    "inbound_messages",
+    "outbound_messages",
+    "llm_prompt_tokens",
+    "llm_completion_tokens",
+    # Activity, counted for the admin views but not billed (not in usage_records):
+    "conversations_opened",
+    "conversations_closed",
+    "agent_runs",
 ]
 
 
 class UsageEvent(Contract):
-    """A usage increment (``usage.events``), counted per workspace and day."""
+    """A usage or activity increment (``usage.events``), counted per workspace and day.
+
+    The billed kinds go to ``usage_records``; all kinds feed the workspace's stats
+    table behind the admin views. Optional fields stay optional: readers of
+    schema version 1 without them still parse.
+    """
 
     event_key: str = Field(description="Unique per increment, so a replay counts once.")
     workspace_id: UUID
@@ -380,6 +392,10 @@ class UsageEvent(Contract):
     amount: int
     day: date
     occurred_at: datetime
+    channel_id: UUID | None = Field(default=None, description="Messages: their channel.")
+    outcome: str | None = Field(default=None, description="agent_runs: the run's outcome.")
+    latency_ms: int | None = Field(default=None, description="agent_runs: the run's latency.")
+    cost_usd: float | None = Field(default=None, description="agent_runs: estimated cost.")
 
 
 class AuditEvent(Contract):

@@ -42,8 +42,10 @@ def _now() -> datetime:
     return datetime.now(UTC)
 
 
-def usage(trace_id: str, key: str, workspace_id: object, kind: str, amount: int) -> UsageEvent:
-    """A usage increment with the key that makes it count once."""
+def usage(
+    trace_id: str, key: str, workspace_id: object, kind: str, amount: int, **extra: object
+) -> UsageEvent:
+    """A usage increment with the key that makes it count once (``extra``: its details)."""
     now = _now()
     return UsageEvent(
         trace_id=trace_id,
@@ -53,6 +55,7 @@ def usage(trace_id: str, key: str, workspace_id: object, kind: str, amount: int)
         amount=amount,
         day=now.date(),
         occurred_at=now,
+        **extra,
     )  # type: ignore[arg-type]
 
 
@@ -112,7 +115,14 @@ def register(
             out.append(
                 Out(
                     t.usage,
-                    usage(msg.trace_id, msg.event_key, msg.workspace_id, "inbound_messages", 1),
+                    usage(
+                        msg.trace_id,
+                        msg.event_key,
+                        msg.workspace_id,
+                        "inbound_messages",
+                        1,
+                        channel_id=msg.channel_id,
+                    ),
                     str(msg.workspace_id),
                 )
             )
@@ -140,6 +150,23 @@ def register(
         )
         out: list[Out] = [Out(t.generated, run.reply, run.reply.key)]
         r = run.result
+        if r is not None:
+            out.append(
+                Out(
+                    t.usage,
+                    usage(
+                        msg.trace_id,
+                        str(msg.message_id),
+                        msg.workspace_id,
+                        "agent_runs",
+                        1,
+                        outcome=r.outcome,
+                        latency_ms=r.latency_ms,
+                        cost_usd=r.cost_usd,
+                    ),
+                    str(msg.workspace_id),
+                )
+            )
         if run.refusal is not None and r is not None:
             metric = run.refusal.refused or "unknown"
             m.quota_refusals.labels(metric).inc()
@@ -212,7 +239,12 @@ def register(
                 Out(
                     t.usage,
                     usage(
-                        req.trace_id, str(req.outbound_id), req.workspace_id, "outbound_messages", 1
+                        req.trace_id,
+                        str(req.outbound_id),
+                        req.workspace_id,
+                        "outbound_messages",
+                        1,
+                        channel_id=req.channel_id,
                     ),
                     str(req.workspace_id),
                 )

@@ -1,4 +1,5 @@
-"""Side topics into tables: usage counted per workspace and day, audit events into the log."""
+"""Side topics into tables: usage per workspace and day (and month), the workspace's stats
+document for the admin views, audit events into the log."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from uuid import UUID
 
 import faust
 
+from agents_pipeline import stats
 from storage import audit, usage
 from streams import tables
 from streams.contracts import AuditEvent, UsageEvent
@@ -19,7 +21,7 @@ if TYPE_CHECKING:
     from streams.app import OmnichatApp
 
 
-def register(app: OmnichatApp, counters: faust.Table) -> None:
+def register(app: OmnichatApp, counters: faust.Table, stats_table: faust.Table) -> None:
     """Add the usage and audit agents."""
     t = app.topics_
     m = app.metrics
@@ -31,8 +33,14 @@ def register(app: OmnichatApp, counters: faust.Table) -> None:
         async for events in stream.take_events(500, within=0.05):
             started = time.perf_counter()
             touched: dict[tuple[UUID, date], dict[str, int]] = defaultdict(dict)
+            folded: dict[str, tuple[int, stats.Stats]] = {}
             for e in events:
                 ev = UsageEvent.model_validate_json(e.value)
+                ws = str(ev.workspace_id)
+                before = folded[ws][1] if ws in folded else stats_table.data.get(ws)
+                folded[ws] = (e.message.partition, stats.apply(before, ev))
+                if ev.kind not in usage.KINDS:
+                    continue  # activity: only the stats
                 key = f"{ev.workspace_id}:{ev.day.isoformat()}:{ev.kind}"
                 tables.add(counters, e.message.partition, key, ev.amount)
                 # The month's total too: the generate stage reads it for the inbound quota.
@@ -41,6 +49,8 @@ def register(app: OmnichatApp, counters: faust.Table) -> None:
                 for kind in usage.KINDS:
                     total = counters.data.get(f"{ev.workspace_id}:{ev.day.isoformat()}:{kind}", 0)
                     touched[(ev.workspace_id, ev.day)][kind] = int(total)
+            for ws, (partition, doc) in folded.items():
+                tables.put(stats_table, partition, ws, doc)
             rows = [(ws, day, counts) for (ws, day), counts in touched.items()]
 
             async def write(rows: list = rows) -> None:

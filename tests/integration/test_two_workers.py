@@ -1,0 +1,108 @@
+"""Two workers share the partitions; one dies mid-stream and the other takes over.
+
+Nothing acknowledged is lost, nothing is answered twice, every conversation keeps
+its order, and an admin view asked of either worker gives the owner's answer.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import uuid
+from typing import Any
+
+import aiohttp
+from psycopg_pool import AsyncConnectionPool
+
+from omnichat.settings import Settings
+from tests.conftest import Fakes, Gateway, Stack, Tenant, wait_until
+from tests.integration.helpers import WorkerProcess, metric_total
+from tests.integration.test_pipeline import (
+    cloud_channel,
+    cloud_text,
+    make_agent,
+    out_messages,
+    post_cloud,
+    sends_to,
+)
+
+
+async def stats(url: str, tenant: Tenant) -> tuple[int, Any]:
+    async with (
+        aiohttp.ClientSession() as http,
+        http.get(url + "/api/v1/stats/channels", headers=tenant.headers()) as r,
+    ):
+        return r.status, await r.json()
+
+
+async def test_a_worker_dies_mid_stream_and_the_other_takes_over(
+    gateway: Gateway,
+    tenant: Tenant,
+    pool: AsyncConnectionPool,
+    worker: WorkerProcess,
+    fakes: Fakes,
+    settings: Settings,
+    stack: Stack,
+) -> None:
+    worker.stop()  # the session's worker makes room for two of the same group
+    a = WorkerProcess(worker.settings, stack.tmp / "worker-a.log", worker_id=worker.worker_id)
+    b = WorkerProcess(worker.settings, stack.tmp / "worker-b.log", worker_id=worker.worker_id)
+    a.start()
+    b.start()
+    try:
+        await metric_total(a.web_url, "omnichat_stage_events_in_total")
+        await metric_total(b.web_url, "omnichat_stage_events_in_total")
+        agent_id = await make_agent(pool, tenant.id)
+        ch = await cloud_channel(gateway, tenant, fakes, agent_id)
+        phone_id = ch["config"]["phone_number_id"]
+        senders = [f"5551{uuid.uuid4().int % 10**9:09d}" for _ in range(8)]
+        per_sender = 6
+
+        async def replies() -> int:
+            return len(await out_messages(pool, ch["id"]))
+
+        async def talk(sender: str, turns: range) -> None:
+            for i in turns:
+                await post_cloud(gateway, ch["id"], cloud_text(phone_id, sender, f"{sender} {i}"))
+                await asyncio.sleep(0.1)
+
+        await asyncio.gather(*(talk(s, range(0, 3)) for s in senders))
+        await wait_until(lambda: _at_least(replies, 8), timeout=120)
+        # Both took part (8 conversations over 4 partitions), and both answer the admin
+        # view with the owner's numbers.
+        assert await metric_total(a.web_url, "omnichat_stage_events_in_total") > 0
+        assert await metric_total(b.web_url, "omnichat_stage_events_in_total") > 0
+        status_a, body_a = await stats(a.web_url, tenant)
+        status_b, body_b = await stats(b.web_url, tenant)
+        assert status_a == status_b == 200 and body_a == body_b
+
+        a.stop(signal.SIGKILL)  # mid-stream: replies of the first half may still be in flight
+        await asyncio.gather(*(talk(s, range(3, per_sender)) for s in senders))
+        total = len(senders) * per_sender
+
+        async def all_sent() -> bool:
+            rows = await out_messages(pool, ch["id"])
+            return len(rows) == total and all(r["status"] == "sent" for r in rows)
+
+        await wait_until(all_sent, timeout=180)
+        await asyncio.sleep(2.0)  # room for a duplicate to show up
+        assert await replies() == total
+        for sender in senders:
+            got = [r.json["text"]["body"] for r in sends_to(fakes.graph, sender)]
+            assert got == [f"Resposta simulada para: {sender} {i}" for i in range(per_sender)]
+        async with pool.connection() as conn:
+            cur = await conn.execute(
+                "SELECT count(*) AS n, count(DISTINCT message_id) AS d FROM agent_runs"
+                " WHERE workspace_id = %s",
+                (tenant.id,),
+            )
+            runs = await cur.fetchone()
+        assert runs["n"] == runs["d"] == total
+    finally:
+        a.stop(signal.SIGKILL)
+        b.stop()
+        worker.start()
+
+
+async def _at_least(count: Any, n: int) -> bool:
+    return await count() >= n
