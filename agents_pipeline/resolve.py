@@ -41,6 +41,7 @@ class ResolveOutcome:
     message_id: UUID | None = None
     conversation_id: UUID | None = None
     created: bool = False  # the inbound message was stored now (usage counts it once)
+    conversation_opened: bool = False  # this message opened its conversation (stats)
     audit: list[AuditEvent] = field(default_factory=list)
 
 
@@ -84,7 +85,9 @@ async def resolve(
         conn, workspace_id=msg.workspace_id, channel_id=msg.channel_id, contact_id=contact["id"]
     )
     if msg.from_me:
-        return await _from_business_number(conn, msg, conv, takeover_seconds, now)
+        outcome = await _from_business_number(conn, msg, conv, takeover_seconds, now)
+        outcome.conversation_opened = bool(conv.get("opened"))
+        return outcome
 
     row, created = await messages.insert_inbound(
         conn,
@@ -102,7 +105,11 @@ async def resolve(
         sent_at=msg.sent_at,
     )
     outcome = ResolveOutcome(
-        "answer", message_id=row["id"], conversation_id=conv["id"], created=created
+        "answer",
+        message_id=row["id"],
+        conversation_id=conv["id"],
+        created=created,
+        conversation_opened=bool(conv.get("opened")),
     )
     await conversations.touch(
         conn,

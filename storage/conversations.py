@@ -18,7 +18,10 @@ COLS = (
 async def open_conversation(
     conn: Conn, *, workspace_id: UUID, channel_id: UUID, contact_id: UUID
 ) -> Row:
-    """The contact's open conversation on this channel, opened if there is none."""
+    """The contact's open conversation on this channel, opened if there is none.
+
+    The row's ``opened`` is true when this call opened it (the activity stats count it).
+    """
     cur = await conn.execute(
         f"SELECT {COLS} FROM conversations WHERE channel_id = %s AND contact_id = %s"
         " AND status = 'open' AND workspace_id = %s FOR UPDATE",
@@ -26,11 +29,11 @@ async def open_conversation(
     )
     row = await cur.fetchone()
     if row is not None:
-        return row
+        return {**row, "opened": False}
     cur = await conn.execute(
         "INSERT INTO conversations (workspace_id, channel_id, contact_id) VALUES (%s, %s, %s)"
         " ON CONFLICT (channel_id, contact_id) WHERE status = 'open'"
-        f" DO UPDATE SET updated_at = now() RETURNING {COLS}",
+        f" DO UPDATE SET updated_at = now() RETURNING {COLS}, (xmax = 0) AS opened",
         (workspace_id, channel_id, contact_id),
     )
     return await cur.fetchone()  # type: ignore[return-value]

@@ -23,8 +23,8 @@ from gateway.responses import listing, ok
 from gateway.schemas import ConversationPatch, MessageCreate
 from gateway.services import caller, services
 from storage import audit, conversation_views, conversations, messages
-from streams.contracts import ProviderName, SendRequest
-from streams.topics import MESSAGES_SEND
+from streams.contracts import ProviderName, SendRequest, UsageEvent, utcnow
+from streams.topics import MESSAGES_SEND, USAGE_EVENTS
 
 log = logging.getLogger(__name__)
 
@@ -122,7 +122,11 @@ async def patch_conversation(request: web.Request) -> web.Response:
     nulls = sorted(k for k, v in changes.items() if v is None)
     if nulls:
         raise ApiError(422, "validation_error", f"{', '.join(nulls)} cannot be null")
-    async with services(request).pool.connection() as conn, conn.transaction():
+    svc = services(request)
+    async with svc.pool.connection() as conn, conn.transaction():
+        before = await conversation_views.get_conversation(
+            conn, workspace_id=who.workspace_id, conversation_id=conversation_id
+        )
         try:
             found = await conversation_views.patch_conversation(
                 conn,
@@ -150,7 +154,41 @@ async def patch_conversation(request: web.Request) -> web.Response:
             object_id=conversation_id,
             details=changes,
         )
+    assert row is not None and before is not None
+    if row["status"] != before["status"]:
+        await _count_transition(svc, who.workspace_id, row, secrets.token_hex(16))
     return ok(conversation_view(row))  # type: ignore[arg-type]
+
+
+async def _count_transition(
+    svc: Any, workspace_id: UUID, row: dict[str, Any], trace_id: str
+) -> None:
+    """Tell the stats (``usage.events``) that a conversation closed or reopened.
+
+    The change is committed already; if the broker does not take the event, the
+    open-conversations view is off by one until the next change (logged, not failed).
+    """
+    kind = "conversations_closed" if row["status"] == "closed" else "conversations_opened"
+    now = utcnow()
+    event = UsageEvent(
+        trace_id=trace_id,
+        event_key=f"{kind}:{row['id']}:{now.isoformat()}",
+        workspace_id=workspace_id,
+        kind=kind,
+        amount=1,
+        day=now.date(),
+        occurred_at=now,
+        channel_id=row["channel_id"],
+    )
+    try:
+        await svc.producer.send(
+            USAGE_EVENTS,
+            key=str(workspace_id).encode(),
+            value=event.model_dump_json().encode(),
+            headers=[],
+        )
+    except BrokerUnavailable as exc:
+        log.warning("conversation %s %s not counted in the stats: %s", row["id"], kind, exc)
 
 
 async def list_messages(request: web.Request) -> web.Response:

@@ -126,6 +126,21 @@ def register(
                     str(msg.workspace_id),
                 )
             )
+        if outcome.conversation_opened:
+            out.append(
+                Out(
+                    t.usage,
+                    usage(
+                        msg.trace_id,
+                        str(outcome.conversation_id),
+                        msg.workspace_id,
+                        "conversations_opened",
+                        1,
+                        channel_id=msg.channel_id,
+                    ),
+                    str(msg.workspace_id),
+                )
+            )
         if outcome.resolved is not None:
             out.append(Out(t.resolved, outcome.resolved, outcome.resolved.key))
         return out

@@ -100,6 +100,25 @@ async def test_views_agree_with_the_database_and_metrics_move(
     }
     assert used["llm_tokens"]["used"] == runs["p"] + runs["c"]
 
+    status, body = await view(worker, "/conversations", headers)
+    assert status == 200 and body == {"open": 2, "opened": 2, "closed": 0}
+    async with pool.connection() as conn:
+        cur = await conn.execute(
+            "SELECT id FROM conversations WHERE channel_id = %s ORDER BY created_at LIMIT 1",
+            (ch["id"],),
+        )
+        first = (await cur.fetchone())["id"]
+    status, _ = await gateway.call(
+        "PATCH", f"/api/v1/conversations/{first}", headers=headers, json={"status": "closed"}
+    )
+    assert status == 200
+
+    async def closed() -> dict | None:
+        _, body = await view(worker, "/conversations", headers)
+        return body if body["closed"] == 1 else None
+
+    assert await wait_until(closed, timeout=30) == {"open": 1, "opened": 2, "closed": 1}
+
     after = {n: await metric_total(worker.web_url, n) for n in names}
     assert after["omnichat_stage_events_in_total"] >= before["omnichat_stage_events_in_total"] + 15
     assert after["omnichat_llm_calls_total"] >= before["omnichat_llm_calls_total"] + 3
