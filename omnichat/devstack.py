@@ -152,6 +152,8 @@ def run_dev(settings: Settings) -> int:
             f"  API docs      {base}/api/v1/openapi.json\n"
             f"  metrics       {base}/metrics (gateway), "
             f"http://127.0.0.1:{s.worker_web_port}/metrics (worker, pid {worker.pid})\n"
+            f"  admin views   http://127.0.0.1:{s.worker_web_port}/api/v1/stats/"
+            "{usage,conversations,channels,agent-runs,quota} (worker)\n"
             f"  admin token   {token}\n\n"
             "Create a workspace:\n"
             f"  curl -s -X POST {base}/api/v1/tenants/workspaces -H 'Authorization: Bearer "
