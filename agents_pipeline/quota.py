@@ -10,11 +10,12 @@ workspace and the decision can be exact:
   worst case does not fit beside the calls in flight waits for them to finish and
   then looks again. Hence the calls made are exactly those a one-at-a-time run
   would make: the last one may cross the limit, none starts after it was reached.
-- **Inbound messages.** Every inbound message is counted at resolve (``usage.events``,
-  one hop away), and the messages that reach generate are also counted here as
-  they arrive. A message gets no LLM call when the larger of the two counts is past
-  the limit: exact for the messages the agent answers, and messages that stopped at
-  resolve (human mode) are included as soon as the usage table counted them.
+- **Inbound messages.** Generate counts the messages that reach the agent, in their
+  order; the message whose number in the month is past the limit gets no LLM call.
+  Messages that stop at resolve (human mode, no agent bound) need no call and do not
+  count here (``usage_records`` counts every inbound message). The usage table cannot
+  decide this: resolve runs ahead of generate, so its count already includes messages
+  generate has not reached.
 
 Over a limit the caller answers with the workspace's fallback text. Nothing here
 knows Faust: counters are a small protocol that the stream backs with a table.
@@ -23,7 +24,8 @@ knows Faust: counters are a small protocol that the stream backs with a table.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Callable
+from collections import OrderedDict
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -100,26 +102,39 @@ class _Flight:
 class QuotaGate:
     """Admission of LLM calls per workspace against its monthly limits (see module doc)."""
 
-    def __init__(self, tokens: Counters, inbound: Callable[[str], int]) -> None:
-        """``tokens``: the gate's own counters; ``inbound``: the usage table's month totals."""
-        self._tokens = tokens
-        self._inbound = inbound
-        self._flights: dict[UUID, _Flight] = {}
+    REMEMBERED = 100_000  # inbound decisions kept for retries (a few MB)
 
-    def inbound_refusal(self, workspace_id: UUID, limits: Limits, month: str) -> Permit | None:
+    def __init__(self, counters: Counters) -> None:
+        """``counters``: the month's tokens and answered messages per workspace."""
+        self._tokens = counters
+        self._flights: dict[UUID, _Flight] = {}
+        self._decided: OrderedDict[UUID, Permit | None] = OrderedDict()
+
+    def inbound_refusal(
+        self, workspace_id: UUID, limits: Limits, month: str, message_id: UUID | None = None
+    ) -> Permit | None:
         """Count one message reaching the agent; a refusal when the month is past the limit.
 
-        Call it once per message (a replayed message that already has its run never
-        gets here).
+        A stage retried after a transient error asks again for the same ``message_id``:
+        it gets the first answer and is not counted twice (a replayed message that
+        already has its run never gets here at all).
         """
+        if message_id is not None and message_id in self._decided:
+            return self._decided[message_id]
+        decision = self._inbound_decision(workspace_id, limits, month)
+        if message_id is not None:
+            self._decided[message_id] = decision
+            while len(self._decided) > self.REMEMBERED:
+                self._decided.popitem(last=False)
+        return decision
+
+    def _inbound_decision(self, workspace_id: UUID, limits: Limits, month: str) -> Permit | None:
         seen_key = counter_key(workspace_id, month, INBOUND_SEEN)
         self._tokens.add(seen_key, 1)
         limit = limits.inbound_messages
         if limit is None:
             return None
-        used = max(
-            self._inbound(counter_key(workspace_id, month, INBOUND)), self._tokens.get(seen_key)
-        )
+        used = self._tokens.get(seen_key)
         if used > limit:
             return Permit(refused=INBOUND, used=used, limit=limit)
         return None

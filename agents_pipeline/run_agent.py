@@ -91,7 +91,7 @@ async def run_agent(
     admit = None
     if gate is not None and limits is not None:
         month = month_of(now or datetime.now(UTC))
-        refusal = gate.inbound_refusal(msg.workspace_id, limits, month)
+        refusal = gate.inbound_refusal(msg.workspace_id, limits, month, msg.message_id)
         admit = partial(gate.llm_call, msg.workspace_id, limits, month)
     if refusal is not None:
         result = quota_refusal(

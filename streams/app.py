@@ -160,7 +160,6 @@ def create_app(settings: Settings) -> OmnichatApp:
     pipeline.register(
         app,
         quota_counters=tables.quota,
-        usage_counters=tables.usage,
         retriever=LazyKnowledge(app),
     )
     records.register(app, tables.usage, tables.stats)

@@ -113,10 +113,7 @@ def register(
         pool = await app.resources.pool()
         async with pool.connection() as conn:
             limits = await quotas.monthly_limits(conn, workspace_id=workspace_id)
-        inbound = max(
-            int(usage_counters.data.get(counter_key(workspace_id, month, INBOUND), 0)),
-            int(quota_table.data.get(counter_key(workspace_id, month, INBOUND_SEEN), 0)),
-        )
+        inbound = int(quota_table.data.get(counter_key(workspace_id, month, INBOUND_SEEN), 0))
         tokens = int(quota_table.data.get(counter_key(workspace_id, month, TOKENS), 0))
         return {
             "period": month,

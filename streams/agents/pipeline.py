@@ -84,14 +84,12 @@ def register(
     app: OmnichatApp,
     *,
     quota_counters: faust.Table,
-    usage_counters: faust.Table,
     retriever: Retriever | None = None,
 ) -> None:
     """Add the conversation stages to the app.
 
-    ``quota_counters`` holds each workspace's LLM tokens per month (written by
-    generate); ``usage_counters`` its inbound messages per month (written by the
-    usage agent); both live on the workspace's partition, as generate's events do.
+    ``quota_counters`` holds each workspace's LLM tokens and answered messages per
+    month; it lives on the workspace's partition, as generate's events do.
     """
     t = app.topics_
     res = app.resources
@@ -99,10 +97,7 @@ def register(
     m = app.metrics
     knowledge = retriever or NoKnowledge()
     lookups = Lookups(ttl=5.0)
-    gate = QuotaGate(
-        WorkspaceCounters(quota_counters, s.topic_partitions),
-        inbound=lambda key: int(usage_counters.data.get(key, 0)),
-    )
+    gate = QuotaGate(WorkspaceCounters(quota_counters, s.topic_partitions))
 
     async def on_normalized(msg: InboundMessage) -> list[Out]:
         pool = await res.pool()

@@ -1,4 +1,4 @@
-"""Side topics into tables: usage per workspace and day (and month), the workspace's stats
+"""Side topics into tables: usage per workspace and day, the workspace's stats
 document for the admin views, audit events into the log."""
 
 from __future__ import annotations
@@ -43,9 +43,6 @@ def register(app: OmnichatApp, counters: faust.Table, stats_table: faust.Table) 
                     continue  # activity: only the stats
                 key = f"{ev.workspace_id}:{ev.day.isoformat()}:{ev.kind}"
                 tables.add(counters, e.message.partition, key, ev.amount)
-                # The month's total too: the generate stage reads it for the inbound quota.
-                month = f"{ev.workspace_id}:{ev.day.strftime('%Y-%m')}:{ev.kind}"
-                tables.add(counters, e.message.partition, month, ev.amount)
                 for kind in usage.KINDS:
                     total = counters.data.get(f"{ev.workspace_id}:{ev.day.isoformat()}:{kind}", 0)
                     touched[(ev.workspace_id, ev.day)][kind] = int(total)

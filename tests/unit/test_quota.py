@@ -41,7 +41,7 @@ def sequential_calls(costs: list[int], limit: int) -> int:
 
 async def run_concurrently(costs: list[int], limit: int, worst_case: int) -> tuple[int, int]:
     counters = DictCounters()
-    gate = QuotaGate(counters, inbound=lambda key: 0)
+    gate = QuotaGate(counters)
     ws = uuid.uuid4()
     made = 0
     rng = random.Random(7)
@@ -75,7 +75,7 @@ async def test_a_limit_between_calls_lets_the_crossing_call_through_and_no_more(
 
 async def test_calls_overlap_while_their_worst_cases_fit() -> None:
     counters = DictCounters()
-    gate = QuotaGate(counters, inbound=lambda key: 0)
+    gate = QuotaGate(counters)
     ws = uuid.uuid4()
     inside = 0
     peak = 0
@@ -95,7 +95,7 @@ async def test_calls_overlap_while_their_worst_cases_fit() -> None:
 
 async def test_unlimited_counts_without_waiting() -> None:
     counters = DictCounters()
-    gate = QuotaGate(counters, inbound=lambda key: 0)
+    gate = QuotaGate(counters)
     ws = uuid.uuid4()
     async with gate.llm_call(ws, Limits(), "2026-11", 10**9) as p:
         assert p.refused is None
@@ -105,7 +105,7 @@ async def test_unlimited_counts_without_waiting() -> None:
 
 async def test_a_failed_call_releases_its_reservation() -> None:
     counters = DictCounters()
-    gate = QuotaGate(counters, inbound=lambda key: 0)
+    gate = QuotaGate(counters)
     ws = uuid.uuid4()
     limits = Limits(llm_tokens=100)
     try:
@@ -120,7 +120,7 @@ async def test_a_failed_call_releases_its_reservation() -> None:
 def test_inbound_limit_counts_the_messages_the_agent_sees() -> None:
     ws = uuid.uuid4()
     month = month_of(datetime(2026, 11, 25, tzinfo=UTC))
-    gate = QuotaGate(DictCounters(), inbound=lambda key: 0)  # usage table not caught up yet
+    gate = QuotaGate(DictCounters())
     limits = Limits(inbound_messages=3)
     answers = [gate.inbound_refusal(ws, limits, month) for _ in range(5)]
     assert [a is None for a in answers] == [True, True, True, False, False]
@@ -128,17 +128,17 @@ def test_inbound_limit_counts_the_messages_the_agent_sees() -> None:
     assert answers[3].used == 4 and answers[3].limit == 3
 
 
-def test_inbound_limit_includes_messages_counted_only_at_resolve() -> None:
-    ws = uuid.uuid4()
-    month = "2026-11"
-    counts = {counter_key(ws, month, INBOUND): 3}  # e.g. three messages in human mode
-    gate = QuotaGate(DictCounters(), inbound=lambda key: counts.get(key, 0))
-    assert gate.inbound_refusal(ws, Limits(inbound_messages=3), month) is None
-    counts[counter_key(ws, month, INBOUND)] = 4
-    refused = gate.inbound_refusal(ws, Limits(inbound_messages=3), month)
-    assert refused is not None and refused.used == 4
-    assert gate.inbound_refusal(ws, Limits(), month) is None
-
-
 def test_months_are_utc_calendar_months() -> None:
     assert month_of(datetime(2026, 12, 31, 23, 59, tzinfo=UTC)) == "2026-12"
+
+
+def test_a_retried_message_gets_its_first_answer_and_counts_once() -> None:
+    ws = uuid.uuid4()
+    counters = DictCounters()
+    gate = QuotaGate(counters)
+    limits = Limits(inbound_messages=1)
+    first, second = uuid.uuid4(), uuid.uuid4()
+    assert gate.inbound_refusal(ws, limits, "2026-11", first) is None
+    assert gate.inbound_refusal(ws, limits, "2026-11", first) is None  # a retry: same answer
+    refused = gate.inbound_refusal(ws, limits, "2026-11", second)
+    assert refused is not None and refused.used == 2
