@@ -50,13 +50,15 @@ async def test_a_worker_dies_mid_stream_and_the_other_takes_over(
     a.start()
     b.start()
     try:
-        await metric_total(a.web_url, "omnichat_stage_events_in_total")
-        await metric_total(b.web_url, "omnichat_stage_events_in_total")
+        # Both have partitions (the consumer-lag gauge appears for assigned ones) before
+        # the traffic starts, so that the kill below takes work away from a live member.
+        await wait_until(lambda: _assigned(a), timeout=90, interval=0.5)
+        await wait_until(lambda: _assigned(b), timeout=90, interval=0.5)
         agent_id = await make_agent(pool, tenant.id)
         ch = await cloud_channel(gateway, tenant, fakes, agent_id)
         phone_id = ch["config"]["phone_number_id"]
-        senders = [f"5551{uuid.uuid4().int % 10**9:09d}" for _ in range(8)]
-        per_sender = 6
+        senders = [f"5551{uuid.uuid4().int % 10**9:09d}" for _ in range(12)]
+        per_sender = 4
 
         async def replies() -> int:
             return len(await out_messages(pool, ch["id"]))
@@ -66,9 +68,9 @@ async def test_a_worker_dies_mid_stream_and_the_other_takes_over(
                 await post_cloud(gateway, ch["id"], cloud_text(phone_id, sender, f"{sender} {i}"))
                 await asyncio.sleep(0.1)
 
-        await asyncio.gather(*(talk(s, range(0, 3)) for s in senders))
-        await wait_until(lambda: _at_least(replies, 8), timeout=120)
-        # Both took part (8 conversations over 4 partitions), and both answer the admin
+        await asyncio.gather(*(talk(s, range(0, 2)) for s in senders))
+        await wait_until(lambda: _at_least(replies, 12), timeout=120)
+        # Both took part (12 conversations over 4 partitions), and both answer the admin
         # view with the owner's numbers.
         assert await metric_total(a.web_url, "omnichat_stage_events_in_total") > 0
         assert await metric_total(b.web_url, "omnichat_stage_events_in_total") > 0
@@ -77,7 +79,7 @@ async def test_a_worker_dies_mid_stream_and_the_other_takes_over(
         assert status_a == status_b == 200 and body_a == body_b
 
         a.stop(signal.SIGKILL)  # mid-stream: replies of the first half may still be in flight
-        await asyncio.gather(*(talk(s, range(3, per_sender)) for s in senders))
+        await asyncio.gather(*(talk(s, range(2, per_sender)) for s in senders))
         total = len(senders) * per_sender
 
         async def all_sent() -> bool:
@@ -106,3 +108,13 @@ async def test_a_worker_dies_mid_stream_and_the_other_takes_over(
 
 async def _at_least(count: Any, n: int) -> bool:
     return await count() >= n
+
+
+async def _assigned(w: WorkerProcess) -> bool:
+    await metric_total(w.web_url, "omnichat_consumer_lag")  # waits for the web server
+    return 'topic="messages.normalized"' in await _metrics_text(w)
+
+
+async def _metrics_text(w: WorkerProcess) -> str:
+    async with aiohttp.ClientSession() as http, http.get(w.web_url + "/metrics") as r:
+        return await r.text()
