@@ -1,6 +1,7 @@
 """The API's one error format, and the middleware that produces it.
 
-    ApiError(status, code, message, details)    raised by handlers; rendered as
+    ApiError(status, code, message, details)    raised by handlers; rendered by
+    response_for() (the gateway's middleware) as
     {"error": {"code": "snake_case", "message": "...", "details": {} | null}}
 
 Anything else that escapes a handler becomes a 500 ``internal_error`` with no
@@ -70,22 +71,18 @@ _HTTP_CODES = {
 }
 
 
-@web.middleware
-async def error_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """Turn every failure into the error format."""
-    try:
-        return await handler(request)
-    except ApiError as exc:
+def response_for(request: web.Request, exc: BaseException) -> web.StreamResponse:
+    """The error format for anything a handler raised (re-raises redirects)."""
+    if isinstance(exc, ApiError):
         return error_response(exc.status, exc.code, exc.message, exc.details, exc.headers)
-    except BadCursor:
+    if isinstance(exc, BadCursor):
         return error_response(400, "invalid_cursor", "this cursor was not issued by this list")
-    except web.HTTPException as exc:
+    if isinstance(exc, web.HTTPException):
         if exc.status < 400:
-            raise
+            raise exc
         code = _HTTP_CODES.get(exc.status, "http_error")
         message = exc.reason if exc.status != 404 else "no such route"
         headers = {"Allow": exc.headers["Allow"]} if "Allow" in exc.headers else None
         return error_response(exc.status, code, message, None, headers)
-    except Exception:
-        log.exception("unhandled error on %s %s", request.method, request.path)
-        return error_response(500, "internal_error", "internal server error")
+    log.error("unhandled error on %s %s", request.method, request.path, exc_info=exc)
+    return error_response(500, "internal_error", "internal server error")

@@ -12,9 +12,11 @@ so it is used in the cheapest safe order:
 Concurrent requests share round trips: while one command is in flight, the
 next requests queue, and then go together as one ``MGET`` (or one script call
 that sets every key with its TTL). At 32 connections this turns ~32 Redis
-commands per round trip into one. Redis down or slow costs at most
-``timeout`` per request, and then the fast path is skipped for ``cooldown``
-seconds: ingest never stops for Redis.
+commands per round trip into one. The commands go through ``gateway/resp.py``
+(one pipelined connection), not redis-py, whose per-command cost was the
+largest part of a webhook's CPU. Redis down or slow costs at most ``timeout``
+per request, and then the fast path is skipped for ``cooldown`` seconds:
+ingest never stops for Redis.
 """
 
 from __future__ import annotations
@@ -24,8 +26,7 @@ import logging
 import time
 from collections.abc import Sequence
 
-from redis.asyncio import Redis
-from redis.exceptions import RedisError
+from gateway.resp import RespClient, RespError
 
 log = logging.getLogger(__name__)
 
@@ -82,7 +83,7 @@ class IdempotencyCache:
 
     def __init__(
         self,
-        redis: Redis,
+        redis: RespClient,
         *,
         ttl_seconds: int,
         timeout: float = 0.25,
@@ -95,7 +96,6 @@ class IdempotencyCache:
         self.cooldown = cooldown
         self.prefix = prefix
         self._down_until = 0.0
-        self._script = redis.register_script(_MARK_SCRIPT)
         self._seen_batcher = _Batcher(self._mget)
         self._to_mark: list[str] = []
         self._flush: asyncio.Task | None = None
@@ -105,10 +105,13 @@ class IdempotencyCache:
         return [f"{self.prefix}{workspace_id}:{k}" for k in item_keys]
 
     async def _mget(self, keys: list[str]) -> list[object]:
-        return list(await self.redis.mget(keys))
+        # One timer per round trip, not per request: every request of the batch gets the
+        # timeout (a request queued behind a slow command waits at most two of them).
+        async with asyncio.timeout(self.timeout):
+            return list(await self.redis.command("MGET", *keys))  # type: ignore[call-overload]
 
     async def _mset(self, keys: list[str]) -> list[object]:
-        await self._script(keys=keys, args=[self.ttl])
+        await self.redis.command("EVAL", _MARK_SCRIPT, len(keys), *keys, self.ttl)
         return [True] * len(keys)
 
     @property
@@ -118,7 +121,7 @@ class IdempotencyCache:
 
     def _failed(self, exc: BaseException) -> None:
         if self.available:
-            log.warning("redis fast path off for %.0fs: %s", self.cooldown, exc)
+            log.warning("redis fast path off for %.0fs: %r", self.cooldown, exc)
         self._down_until = time.monotonic() + self.cooldown
 
     async def seen(self, keys: list[str]) -> bool:
@@ -126,9 +129,8 @@ class IdempotencyCache:
         if not keys or not self.available:
             return False
         try:
-            async with asyncio.timeout(self.timeout):  # no task per request, unlike wait_for
-                values = await self._seen_batcher.submit(keys)
-        except (RedisError, OSError, TimeoutError) as exc:
+            values = await self._seen_batcher.submit(keys)
+        except (RespError, OSError, TimeoutError) as exc:
             self._failed(exc)
             return False
         return all(v is not None for v in values)
@@ -151,7 +153,7 @@ class IdempotencyCache:
             try:
                 async with asyncio.timeout(self.timeout * 4):
                     await self._mset(keys)
-            except (RedisError, OSError, TimeoutError) as exc:
+            except (RespError, OSError, TimeoutError) as exc:
                 self._failed(exc)
 
     async def drain(self) -> None:

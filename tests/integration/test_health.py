@@ -26,3 +26,15 @@ async def test_metrics_exposed(gateway: Gateway) -> None:
     status, text = await gateway.call("GET", "/metrics")
     assert status == 200
     assert 'omnichat_gateway_requests_total{method="GET",route="/healthz",status="200"}' in text
+
+
+async def test_metrics_count_the_status_the_client_got(gateway: Gateway) -> None:
+    await gateway.call("GET", "/api/v1/tenants/workspace")  # no key: 401 from the error format
+    await gateway.call("GET", "/api/v1/no-such-route")
+    status, text = await gateway.call("GET", "/metrics")
+    assert status == 200
+    assert (
+        'omnichat_gateway_requests_total{method="GET",route="/api/v1/tenants/workspace",'
+        'status="401"}' in text
+    )
+    assert 'omnichat_gateway_requests_total{method="GET",route="unmatched",status="404"}' in text
