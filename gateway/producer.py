@@ -70,6 +70,11 @@ class DurableProducer:
             linger_ms=0,
             request_timeout_ms=max(1000, int(self.timeout * 1000)),
             max_request_size=4 * 1024 * 1024,
+            # A request that finds its partition's batch full waits for that batch's ack
+            # (aiokafka); 16 KiB held ~18 webhooks, so a burst on one channel queued behind
+            # itself. 512 KiB holds every request in flight on a busy channel and stays under
+            # the brokers' default batch limit (1 MiB on Kafka and Redpanda).
+            max_batch_size=512 * 1024,
             retry_backoff_ms=100,
             partitioner=CachedPartitioner(),
         )
