@@ -13,7 +13,7 @@ import faust
 
 from agents_pipeline import stats
 from storage import audit, usage
-from streams import tables
+from streams import applied, tables
 from streams.contracts import AuditEvent, UsageEvent
 from streams.retry import with_retry
 
@@ -34,12 +34,19 @@ def register(app: OmnichatApp, counters: faust.Table, stats_table: faust.Table) 
             started = time.perf_counter()
             touched: dict[tuple[UUID, date], dict[str, int]] = defaultdict(dict)
             folded: dict[str, tuple[int, stats.Stats]] = {}
+            # A replay after a crash brings records whose effects the tables already hold.
+            new_counts = applied.fresh(counters, events)
+            new_stats = {id(e) for e in applied.fresh(stats_table, events)}
+            counting = {id(e) for e in new_counts}
             for e in events:
+                if id(e) not in counting and id(e) not in new_stats:
+                    continue
                 ev = UsageEvent.model_validate_json(e.value)
                 ws = str(ev.workspace_id)
-                before = folded[ws][1] if ws in folded else stats_table.data.get(ws)
-                folded[ws] = (e.message.partition, stats.apply(before, ev))
-                if ev.kind not in usage.KINDS:
+                if id(e) in new_stats:
+                    before = folded[ws][1] if ws in folded else stats_table.data.get(ws)
+                    folded[ws] = (e.message.partition, stats.apply(before, ev))
+                if ev.kind not in usage.KINDS or id(e) not in counting:
                     continue  # activity: only the stats
                 key = f"{ev.workspace_id}:{ev.day.isoformat()}:{ev.kind}"
                 tables.add(counters, e.message.partition, key, ev.amount)
@@ -48,6 +55,8 @@ def register(app: OmnichatApp, counters: faust.Table, stats_table: faust.Table) 
                     touched[(ev.workspace_id, ev.day)][kind] = int(total)
             for ws, (partition, doc) in folded.items():
                 tables.put(stats_table, partition, ws, doc)
+            applied.mark_applied(counters, new_counts)
+            applied.mark_applied(stats_table, [e for e in events if id(e) in new_stats])
             rows = [(ws, day, counts) for (ws, day), counts in touched.items()]
 
             async def write(rows: list = rows) -> None:

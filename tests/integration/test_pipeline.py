@@ -513,6 +513,19 @@ async def test_worker_killed_after_generate_replies_once(
     assert len(await out_messages(pool, ch["id"])) == 1
     assert len(sends_to(fakes.graph, sender)) == 1
 
+    async def usage_counted() -> dict | None:  # the replay after the kill counts nothing twice
+        async with pool.connection() as conn:
+            cur = await conn.execute(
+                "SELECT * FROM usage_records WHERE workspace_id = %s", (tenant.id,)
+            )
+            row = await cur.fetchone()
+        return row if row and row["outbound_messages"] >= 1 else None
+
+    await wait_until(usage_counted, timeout=30)
+    await asyncio.sleep(1.0)
+    row = await usage_counted()
+    assert row is not None and (row["inbound_messages"], row["outbound_messages"]) == (1, 1)
+
 
 async def test_outside_24h_window_is_blocked_and_audited(
     gateway: Gateway, tenant: Tenant, pool: AsyncConnectionPool, worker: Any, fakes: Fakes
