@@ -103,33 +103,23 @@ def create_app(settings: Settings) -> OmnichatApp:
     app.metrics = StreamMetrics()
     app.resources = Resources(settings, app.metrics)
     app.topics_ = declare_topics(app, settings.topic_partitions)
+
+    def counters(name: str) -> faust.Table:
+        """A table of integer counters keyed by string, partitioned like the topics."""
+        return app.Table(
+            name,
+            default=int,
+            partitions=settings.topic_partitions,
+            key_type=str,
+            value_type=int,
+        )
+
     tables = Tables(
-        dedupe=app.Table(
-            "webhook-dedupe",
-            default=int,
-            partitions=settings.topic_partitions,
-            key_type=str,
-            value_type=int,
-        ),
-        usage=app.Table(
-            "usage-counters",
-            default=int,
-            partitions=settings.topic_partitions,
-            key_type=str,
-            value_type=int,
-        ),
-        quota=app.Table(
-            "quota-counters",
-            default=int,
-            partitions=settings.topic_partitions,
-            key_type=str,
-            value_type=int,
-        ),
+        dedupe=counters("webhook-dedupe"),
+        usage=counters("usage-counters"),
+        quota=counters("quota-counters"),
         stats=app.Table(
-            "workspace-stats",
-            default=dict,
-            partitions=settings.topic_partitions,
-            key_type=str,
+            "workspace-stats", default=dict, partitions=settings.topic_partitions, key_type=str
         ),
     )
 

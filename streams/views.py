@@ -3,7 +3,12 @@
 ``GET /api/v1/stats/{usage,conversations,channels,agent-runs,quota}`` with the
 API's authentication (``Authorization: Bearer <key>`` + ``X-Workspace-ID``). A
 workspace's tables live on the worker that owns its partition: any worker
-answers, forwarding the request to the owner (Faust's router) when it is not it.
+answers, forwarding the request to the owner when it is not it.
+
+Faust's own ``table_route`` is not used: it hashes the key as the changelog
+serializes it (JSON, with quotes), while our tables put a workspace's entries on
+the partition of its raw id (``streams/partitions.py``), so it would route to the
+wrong worker. The owner comes from the assignor's changelog distribution instead.
 """
 
 from __future__ import annotations
@@ -14,8 +19,7 @@ from typing import TYPE_CHECKING, Any
 from uuid import UUID
 
 import faust
-from faust.exceptions import SameNode
-from faust.web.exceptions import ServiceUnavailable
+from yarl import URL
 
 from agents_pipeline import stats
 from agents_pipeline.quota import INBOUND, INBOUND_SEEN, TOKENS, counter_key, month_of
@@ -23,12 +27,13 @@ from gateway.auth import KeyCache, authenticate, require_scope
 from gateway.errors import ApiError
 from gateway.handlers.usage import MAX_DAYS, query_day
 from storage import quotas, usage
+from streams.partitions import workspace_partition
 
 if TYPE_CHECKING:
     from streams.app import OmnichatApp
 
 PREFIX = "/api/v1/stats"
-View = Callable[[UUID], Awaitable[dict[str, Any]]]
+ROUTED = "X-Omnichat-Routed"  # set on a forwarded request: never forwarded twice
 
 
 def _error(web: faust.web.Web, exc: ApiError) -> faust.web.Response:
@@ -53,13 +58,12 @@ def register(
                 pool = await app.resources.pool()
                 who = await authenticate(request, pool, keys)  # type: ignore[arg-type]
                 require_scope(who, "GET")
-                workspace = str(who.workspace_id)
-                try:  # the owner of the workspace's partition answers
-                    return await app.router.route_req(stats_table.name, workspace, web, request)
-                except SameNode:
+                owner = owner_of(who.workspace_id)
+                if owner == _ident(app.conf.canonical_url):
                     return web.json(_jsonable(await build(request, who.workspace_id)))
-                except ServiceUnavailable:
-                    raise ApiError(503, "not_ready", "the workers are rebalancing; retry") from None
+                if owner is None or ROUTED in request.headers:
+                    raise ApiError(503, "not_ready", "the workers are rebalancing; retry")
+                return await forward(web, request, owner)
             except ApiError as exc:
                 return _error(web, exc)
 
@@ -74,6 +78,25 @@ def register(
 
         StatsView.__name__ = "Stats" + path.strip("/").title().replace("-", "")
         app.page(PREFIX + path)(StatsView)
+
+    changelog = stats_table.changelog_topic.get_topic_name()
+
+    def owner_of(workspace_id: UUID) -> tuple[str, int] | None:
+        """(host, port) of the worker that owns the workspace's partition, None mid-rebalance."""
+        partition = workspace_partition(workspace_id, app.settings.topic_partitions)
+        for url, topics in app.assignor.changelog_distribution.items():
+            if partition in topics.get(changelog, ()):
+                return _ident(URL(url))
+        return None
+
+    async def forward(
+        web: faust.web.Web, request: faust.web.Request, owner: tuple[str, int]
+    ) -> faust.web.Response:
+        url = request.url.with_host(owner[0]).with_port(owner[1])
+        headers = {k: v for k, v in request.headers.items() if k.lower() != "host"}
+        headers[ROUTED] = "1"
+        async with app.http_client.get(url, headers=headers) as resp:
+            return web.text(await resp.text(), content_type=resp.content_type, status=resp.status)
 
     def doc(workspace_id: UUID) -> stats.Stats | None:
         return stats_table.data.get(str(workspace_id))
@@ -139,3 +162,7 @@ def _jsonable(value: Any) -> Any:
     if isinstance(value, UUID | date):
         return str(value)
     return value
+
+
+def _ident(url: URL) -> tuple[str, int]:
+    return (url.host or "", url.port or 80)

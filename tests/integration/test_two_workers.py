@@ -16,7 +16,7 @@ from psycopg_pool import AsyncConnectionPool
 
 from omnichat.settings import Settings
 from tests.conftest import Fakes, Gateway, Stack, Tenant, wait_until
-from tests.integration.helpers import WorkerProcess, metric_total
+from tests.integration.helpers import WorkerProcess, metric_total, read_topic
 from tests.integration.test_pipeline import (
     cloud_channel,
     cloud_text,
@@ -69,7 +69,13 @@ async def test_a_worker_dies_mid_stream_and_the_other_takes_over(
                 await asyncio.sleep(0.1)
 
         await asyncio.gather(*(talk(s, range(0, 2)) for s in senders))
-        await wait_until(lambda: _at_least(replies, 12), timeout=120)
+        first = len(senders) * 2
+
+        async def first_half_counted() -> bool:  # replies sent and counted in the stats
+            status, body = await stats(a.web_url, tenant)
+            return status == 200 and [i["outbound"] for i in body["items"]] == [first]
+
+        await wait_until(first_half_counted, timeout=120)
         # Both took part (12 conversations over 4 partitions), and both answer the admin
         # view with the owner's numbers.
         assert await metric_total(a.web_url, "omnichat_stage_events_in_total") > 0
@@ -86,7 +92,16 @@ async def test_a_worker_dies_mid_stream_and_the_other_takes_over(
             rows = await out_messages(pool, ch["id"])
             return len(rows) == total and all(r["status"] == "sent" for r in rows)
 
-        await wait_until(all_sent, timeout=180)
+        try:
+            await wait_until(all_sent, timeout=180)
+        except AssertionError:
+            rows = await out_messages(pool, ch["id"])
+            raise AssertionError(
+                f"{len(rows)} of {total} replies; statuses "
+                f"{sorted({r['status'] for r in rows})}; inbound "
+                f"{await _inbound(pool, ch['id'])}; {await _where(settings, worker.worker_id)}"
+                f"\nB's log tail:\n{b.log()[-3000:]}"
+            ) from None
         await asyncio.sleep(2.0)  # room for a duplicate to show up
         assert await replies() == total
         for sender in senders:
@@ -106,8 +121,13 @@ async def test_a_worker_dies_mid_stream_and_the_other_takes_over(
         worker.start()
 
 
-async def _at_least(count: Any, n: int) -> bool:
-    return await count() >= n
+async def _inbound(pool: AsyncConnectionPool, channel_id: str) -> int:
+    async with pool.connection() as conn:
+        cur = await conn.execute(
+            "SELECT count(*) AS n FROM messages WHERE channel_id = %s AND direction = 'in'",
+            (channel_id,),
+        )
+        return (await cur.fetchone())["n"]
 
 
 async def _assigned(w: WorkerProcess) -> bool:
@@ -118,3 +138,28 @@ async def _assigned(w: WorkerProcess) -> bool:
 async def _metrics_text(w: WorkerProcess) -> str:
     async with aiohttp.ClientSession() as http, http.get(w.web_url + "/metrics") as r:
         return await r.text()
+
+
+async def _where(settings: Settings, group: str) -> str:
+    """Per topic partition: end offset and the group's committed offset (to debug a stall)."""
+    from aiokafka import TopicPartition
+    from aiokafka.admin import AIOKafkaAdminClient
+
+    from streams.topics import MESSAGES_NORMALIZED, WEBHOOKS_RAW, bootstrap_servers
+
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap_servers(settings.broker_url))
+    await admin.start()
+    try:
+        committed = await admin.list_consumer_group_offsets(group)
+    finally:
+        await admin.close()
+    out = []
+    for topic in (WEBHOOKS_RAW, MESSAGES_NORMALIZED):
+        records = await read_topic(settings.broker_url, topic)
+        ends: dict[int, int] = {}
+        for r in records:
+            ends[r.partition] = max(ends.get(r.partition, -1), r.offset + 1)
+        for p, end in sorted(ends.items()):
+            meta = committed.get(TopicPartition(topic, p))
+            out.append(f"{topic}[{p}] end={end} committed={meta.offset if meta else None}")
+    return "; ".join(out)
