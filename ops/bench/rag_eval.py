@@ -43,6 +43,7 @@ if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
 from omnichat.embedded import EmbeddedPostgres  # noqa: E402
+from storage.knowledge import TEXT_MATCH_CAP  # noqa: E402
 
 EVAL = REPO / "ops" / "eval"
 MODES = ("vector", "text", "hybrid")
@@ -232,7 +233,7 @@ class Knobs:
     rrf_k: int = 60
     vector_weight: float = 1.0
     text_weight: float = 1.0
-    text_match_cap: int = 1000
+    text_match_cap: int = TEXT_MATCH_CAP
 
     def label(self) -> str:
         """Short form for tables."""
