@@ -318,7 +318,8 @@ async def hybrid_search(
     chunks; a chunk's score is the sum of weight/(rrf_k + rank) over the sides it is in.
     The text side ranks (ts_rank, every lexeme of the question) only the chunks that
     hold its rarest lexemes, as many as fit in ``text_match_cap`` chunks by the
-    knowledge base's term counts (kb_terms), and never more than that many.
+    knowledge base's term counts (kb_terms), and never more than that many. Equal ranks
+    go to the chunk with fewer distinct lexemes (the denser match), not to a random id.
     """
     dims = len(query_vector) if query_vector is not None else 0
     config = ts_config(language)
@@ -353,10 +354,10 @@ async def hybrid_search(
         params += [vec, vector_weight, workspace_id, kb_ids, vec, candidates]
     if mode in ("hybrid", "text"):
         parts.append(
-            "SELECT id, row_number() OVER (ORDER BY r DESC, id) AS rank, %s::float8 AS weight"
-            " FROM (SELECT id, ts_rank(tsv, (SELECT q FROM tq)) AS r FROM ("
+            "SELECT id, row_number() OVER (ORDER BY r DESC, n, id) AS rank, %s::float8 AS weight"
+            " FROM (SELECT id, ts_rank(tsv, (SELECT q FROM tq)) AS r, length(tsv) AS n FROM ("
             " SELECT id, tsv FROM chunks WHERE workspace_id = %s AND knowledge_base_id = ANY(%s)"
-            " AND tsv @@ (SELECT mq FROM tq) LIMIT %s) m ORDER BY r DESC, id LIMIT %s) t"
+            " AND tsv @@ (SELECT mq FROM tq) LIMIT %s) m ORDER BY r DESC, n, id LIMIT %s) t"
         )
         params += [text_weight, workspace_id, kb_ids, text_match_cap, candidates]
     if not parts:

@@ -956,6 +956,11 @@ def report(
             f" available on 2 cores"
         )
         ours = total / ing.chunks * 1000
+        if after is not None:
+            print(
+                f"    ratio to the mean of the raw rates before and after (b):"
+                f" {ing.rate / statistics.mean([raw.rate, after.rate]):.2f}"
+            )
         print(
             f"    ratio by CPU (raw encode's CPU per chunk / all our processes' per chunk):"
             f" {raw.cpu_per_chunk_ms / ours:.2f} (other users' load moves wall-clock rates;"
