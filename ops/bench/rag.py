@@ -2,6 +2,8 @@
 
     .venv/bin/python ops/bench/rag.py [--copies 5] [--chunks 100000] [--queries 200]
 
+Figures measured with it, and what they say: ops/eval/NOTE.md.
+
 In one run, each part on its own (nothing else of ours running while it measures):
 
 a. raw encode: MiniLM (``get_embedder("local")``, as the worker uses it) on the chunks of

@@ -2,6 +2,8 @@
 
     .venv/bin/python ops/bench/rag_eval.py [--embedder local|multilingual | --both] [--sweep]
 
+Figures measured with it, and what they say: ops/eval/NOTE.md.
+
 Starts PostgreSQL + pgvector (pgserver, temp dir), migrates, and ingests ops/eval/documents
 into one Portuguese knowledge base per embedder with the production functions
 (``storage.knowledge.add_document`` → ``claim_document`` → ``plan_chunks`` →
