@@ -184,3 +184,13 @@ async def test_term_counts_follow_every_write(pool: AsyncConnectionPool) -> None
             "SELECT count(*) AS n FROM kb_terms WHERE knowledge_base_id = %s", (kb,)
         )
         assert (await cur.fetchone())["n"] == 0
+
+
+async def test_any_question_text_is_safe(pool: AsyncConnectionPool) -> None:
+    ws, kb = await make_kb(pool)
+    odd = "C:\\pasta\\arquivo.txt, O'Reilly & filhos | !(x) <-> 'a':* \\ ''"
+    await add_doc(pool, ws, kb, "doc", [(odd, axis(0)), ("Pão de queijo.", axis(1))])
+    # tsquery operators and quotes in a question are words, never syntax.
+    found = await run(pool, ws, kb, odd)
+    assert found and found[0] == odd
+    assert await run(pool, ws, kb, "") == []
