@@ -8,13 +8,14 @@ from uuid import UUID
 
 from psycopg_pool import AsyncConnectionPool
 
-from agents_pipeline.embeddings import Embedder, EmbeddingError
+from agents_pipeline.embeddings import Embedder, EmbeddingError, fusion_weights
 from storage import knowledge
 from streams.contracts import RetrievedChunk
 
 
 class KnowledgeSearch:
-    """A ``Retriever`` on PostgreSQL: pgvector HNSW + full-text, fused with RRF."""
+    """A ``Retriever`` on PostgreSQL: pgvector HNSW + full-text, fused with weighted RRF
+    (weights from the embedder and the knowledge base's language: ``fusion_weights``)."""
 
     def __init__(
         self, pool: AsyncConnectionPool, embedder_for: Callable[[str, str], Embedder]
@@ -43,8 +44,10 @@ class KnowledgeSearch:
         found: list[RetrievedChunk] = []
         for (name, model, language, dims), ids in groups.items():
             vector = None
+            weights = 1.0, 1.0
             if mode != "text":
                 embedder = self.embedder_for(name, model)
+                weights = fusion_weights(embedder, language)
                 vector = await embedder.embed_query(query)
                 if len(vector) != dims:
                     raise EmbeddingError(
@@ -62,6 +65,8 @@ class KnowledgeSearch:
                     language=language,
                     k=k,
                     mode=mode,
+                    vector_weight=weights[0],
+                    text_weight=weights[1],
                 )
             found += [RetrievedChunk.model_validate(r) for r in rows]
         found.sort(key=lambda c: c.score, reverse=True)

@@ -7,6 +7,7 @@ two rankings are fused with reciprocal rank fusion.
 
 from __future__ import annotations
 
+import re
 import unicodedata
 from typing import Any
 from uuid import UUID
@@ -35,6 +36,37 @@ TS_CONFIGS = {
     "it": "italian",
 }
 RRF_K = 60  # the usual reciprocal-rank-fusion constant
+# The most chunks the full-text side ranks per search: it matches with the question's rarest
+# lexemes first while their chunk counts (kb_terms) fit, and stops the GIN match there; the
+# ranking then uses every lexeme. Ranking a match costs ~10 us (its tsv is read), so this
+# bounds the text side (~3 ms) whatever the size of the knowledge base. Rarest-first is also
+# the IDF that ts_rank lacks: over 100k chunks (ops/bench/rag.py) the text side's top 10 held
+# 95% relevant chunks at a cap of 100-300, 88% at 1000, 25% uncapped.
+TEXT_MATCH_CAP = 300
+
+# Stop words that carry accents, from PostgreSQL's (Snowball's) stop lists. Text is folded
+# before to_tsvector (our PostgreSQL builds have no unaccent extension), and folded, these no
+# longer match the server's list: "não" would become a lexeme "nao" that matches half the
+# knowledge base. So ``search_text`` removes them, by their folded spelling, before the
+# server sees the text (a query typed without accents, "voce", loses them too).
+ACCENTED_STOP_WORDS = {
+    "portuguese": "não à já também só até você às nós vocês está estão estávamos estivéramos"
+    " estivéssemos há hão houvéramos houvéssemos houverá houverão houveríamos são éramos"
+    " fôramos fôssemos será serão seríamos tém tínhamos tivéramos tivéssemos terá terão"
+    " teríamos",
+    "spanish": "más sí también mí qué él tú mío mía míos mías estás está estáis están esté"
+    " estés estéis estén estaré estarás estará estaréis estarán estaría estarías estaríamos"
+    " estaríais estarían estábamos estuviéramos estuviésemos habéis hayáis habré habrás"
+    " habrá habréis habrán habría habrías habríamos habríais habrían había habías habíamos"
+    " habíais habían hubiéramos hubiésemos seáis seré serás será seréis serán sería serías"
+    " seríamos seríais serían éramos fuéramos fuésemos tenéis tengáis tendré tendrás tendrá"
+    " tendréis tendrán tendría tendrías tendríamos tendríais tendrían tenía tenías teníamos"
+    " teníais tenían tuviéramos tuviésemos",
+    "french": "même à été étée étées étés étant étante étants étantes êtes étais était étions"
+    " étiez étaient fûmes fûtes fût eûmes eûtes eût",
+    "german": "für können könnte über während würde würden",
+    "italian": "perché più avrò avrà è sarò sarà farò farà starò starà",
+}
 
 
 def ts_config(language: str) -> str:
@@ -46,6 +78,23 @@ def fold(text: str) -> str:
     """Lower-case and strip accents, so that "horario" finds "horário" (no unaccent here)."""
     decomposed = unicodedata.normalize("NFKD", text.lower())
     return "".join(c for c in decomposed if not unicodedata.combining(c))
+
+
+def _stop_pattern(words: str) -> re.Pattern[str]:
+    """Whole folded words only: not inside an e-mail, a URL, a hyphenated or dotted token."""
+    alternatives = "|".join(sorted({re.escape(fold(w)) for w in words.split()}, key=len)[::-1])
+    return re.compile(rf"(?<![\w@./'-])(?:{alternatives})(?![\w@/'-]|\.\w)")
+
+
+_STOP_PATTERNS = {config: _stop_pattern(words) for config, words in ACCENTED_STOP_WORDS.items()}
+
+
+def search_text(text: str, language: str) -> str:
+    """What ``to_tsvector`` is given, for chunks and questions alike: folded, and without the
+    stop words that folding would hide from the server's stop list."""
+    folded = fold(text)
+    pattern = _STOP_PATTERNS.get(ts_config(language))
+    return pattern.sub(" ", folded) if pattern is not None else folded
 
 
 async def create_kb(
@@ -213,7 +262,7 @@ async def finish_document(conn: Conn, *, doc: Row, chunks: list[dict[str, Any]])
                         ch["tokens"],
                         len(ch["embedding"]),
                         Vector(ch["embedding"]),
-                        fold(ch["text"]),
+                        search_text(ch["text"], doc["language"]),
                     )
                     for ch in chunks
                 ],
@@ -258,50 +307,69 @@ async def hybrid_search(
     mode: str = "hybrid",
     candidates: int = 40,
     ef_search: int = 100,
+    vector_weight: float = 1.0,
+    text_weight: float = 1.0,
+    rrf_k: int = RRF_K,
+    text_match_cap: int = TEXT_MATCH_CAP,
 ) -> list[Row]:
-    """Top-k chunks by RRF of vector (cosine, HNSW) and full-text ranks.
+    """Top-k chunks by weighted RRF of vector (cosine, HNSW) and full-text ranks.
 
     ``mode``: ``hybrid``, ``vector`` or ``text``. Each side ranks ``candidates``
-    chunks; a chunk's score is the sum of 1/(RRF_K + rank) over the sides it is in.
+    chunks; a chunk's score is the sum of weight/(rrf_k + rank) over the sides it is in.
+    The text side ranks (ts_rank, every lexeme of the question) only the chunks that
+    hold its rarest lexemes, as many as fit in ``text_match_cap`` chunks by the
+    knowledge base's term counts (kb_terms), and never more than that many. Equal ranks
+    go to the chunk with fewer distinct lexemes (the denser match), not to a random id.
     """
     dims = len(query_vector) if query_vector is not None else 0
     config = ts_config(language)
+    ctes = ""
     parts = []
     params: list[Any] = []
+    if mode in ("hybrid", "text"):
+        # The question's lexemes with their chunk counts in these knowledge bases (those in no
+        # chunk are dropped). ``mq``, what the GIN index matches, keeps the rarest while their
+        # counts add up to the cap (the rarest always); ``q``, what ranks, keeps them all.
+        ctes = (
+            "terms AS (SELECT w.lexeme, coalesce(sum(s.chunks), 0) AS n"
+            f" FROM unnest(to_tsvector('{config}', %s)) w LEFT JOIN kb_terms s"
+            " ON s.knowledge_base_id = ANY(%s) AND s.lexeme = w.lexeme GROUP BY w.lexeme),"
+            " kept AS (SELECT '''' || replace(replace(lexeme, '\\', '\\\\'), '''', '''''')"
+            " || '''' AS quoted, n, sum(n) OVER (ORDER BY n, lexeme) AS running"
+            " FROM terms WHERE n > 0),"
+            " tq AS (SELECT string_agg(quoted, ' | ')::tsquery AS q,"
+            " (string_agg(quoted, ' | ') FILTER (WHERE running <= %s OR running = n))::tsquery"
+            " AS mq FROM kept), "
+        )
+        params += [search_text(query_text, language), kb_ids, text_match_cap]
     if mode in ("hybrid", "vector") and query_vector is not None:
         await conn.execute(f"SET LOCAL hnsw.ef_search = {int(ef_search)}")
         parts.append(
-            f"SELECT id, row_number() OVER (ORDER BY embedding::vector({dims}) <=> %s) AS rank"
-            f" FROM (SELECT id, embedding FROM chunks WHERE workspace_id = %s"
+            f"SELECT id, row_number() OVER (ORDER BY embedding::vector({dims}) <=> %s) AS rank,"
+            " %s::float8 AS weight FROM (SELECT id, embedding FROM chunks WHERE workspace_id = %s"
             f" AND knowledge_base_id = ANY(%s) AND dimensions = {dims}"
             f" ORDER BY embedding::vector({dims}) <=> %s LIMIT %s) v"
         )
         vec = Vector(query_vector)
-        params += [vec, workspace_id, kb_ids, vec, candidates]
+        params += [vec, vector_weight, workspace_id, kb_ids, vec, candidates]
     if mode in ("hybrid", "text"):
         parts.append(
-            "SELECT id, row_number() OVER (ORDER BY ts_rank(tsv, q) DESC) AS rank FROM ("
-            f" SELECT id, tsv, q FROM chunks, websearch_to_tsquery('{config}', %s) q"
-            " WHERE workspace_id = %s AND knowledge_base_id = ANY(%s) AND tsv @@ q"
-            " ORDER BY ts_rank(tsv, q) DESC LIMIT %s) t"
+            "SELECT id, row_number() OVER (ORDER BY r DESC, n, id) AS rank, %s::float8 AS weight"
+            " FROM (SELECT id, ts_rank(tsv, (SELECT q FROM tq)) AS r, length(tsv) AS n FROM ("
+            " SELECT id, tsv FROM chunks WHERE workspace_id = %s AND knowledge_base_id = ANY(%s)"
+            " AND tsv @@ (SELECT mq FROM tq) LIMIT %s) m ORDER BY r DESC, n, id LIMIT %s) t"
         )
-        params += [_or_query(fold(query_text)), workspace_id, kb_ids, candidates]
+        params += [text_weight, workspace_id, kb_ids, text_match_cap, candidates]
     if not parts:
         return []
     union = " UNION ALL ".join(f"({p})" for p in parts)
     cur = await conn.execute(
-        f"WITH ranked AS ({union}), fused AS (SELECT id, sum(1.0 / ({RRF_K} + rank)) AS score"
-        " FROM ranked GROUP BY id ORDER BY score DESC LIMIT %s)"
+        f"WITH {ctes}ranked AS ({union}), fused AS (SELECT id,"
+        " sum(weight / (%s + rank)) AS score FROM ranked GROUP BY id ORDER BY score DESC, id"
+        " LIMIT %s)"
         " SELECT c.id AS chunk_id, c.document_id, d.title AS document_title, c.text,"
         " f.score::float AS score, c.position FROM fused f JOIN chunks c ON c.id = f.id"
         " JOIN documents d ON d.id = c.document_id ORDER BY f.score DESC, c.id",
-        [*params, k],
+        [*params, rrf_k, k],
     )
     return await cur.fetchall()
-
-
-def _or_query(text: str) -> str:
-    """A websearch query that matches any of the words (questions rarely repeat all of a
-    passage's words; ranking still favours chunks that match more of them)."""
-    words = [w for w in "".join(c if c.isalnum() else " " for c in text).split() if len(w) > 1]
-    return " or ".join(words)

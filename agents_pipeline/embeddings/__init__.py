@@ -15,6 +15,7 @@ from agents_pipeline.embeddings.base import (
     check_vector_dimensions,
     close_embedders,
     embedder_from_settings,
+    fusion_weights,
     get_embedder,
     l2_normalize,
 )
@@ -30,6 +31,7 @@ __all__ = [
     "check_vector_dimensions",
     "close_embedders",
     "embedder_from_settings",
+    "fusion_weights",
     "get_embedder",
     "l2_normalize",
 ]

@@ -92,6 +92,24 @@ class Embedder(Protocol):
         ...
 
 
+WEAKER_SIDE_WEIGHT = 0.5
+
+
+def fusion_weights(embedder: object, language: str) -> tuple[float, float]:
+    """(vector, text) weights of hybrid search's RRF for a knowledge base of this embedder
+    and language: the side that ranks worse counts half.
+
+    A model that reads the language well ranks better than word matching (ops/eval, e5 on
+    Portuguese: MRR@10 .83 against .72); one that does not (MiniLM, trained on English,
+    on Portuguese: .51 against .72) ranks worse. An embedder lists the languages it reads
+    well in ``strong_languages`` (None: all of them).
+    """
+    strong = getattr(embedder, "strong_languages", None)
+    if strong is None or language.split("-")[0].lower() in strong:
+        return 1.0, WEAKER_SIDE_WEIGHT
+    return WEAKER_SIDE_WEIGHT, 1.0
+
+
 def check_dimensions(embedder: Embedder, expected: int) -> None:
     """Refuse an embedder whose vectors would not fit a column or index of ``expected`` dims."""
     actual = embedder.dimensions

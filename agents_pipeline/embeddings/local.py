@@ -81,6 +81,7 @@ class MiniLMEmbedder:
 
     name = "local"
     max_input_tokens = MAX_INPUT_TOKENS
+    strong_languages: frozenset[str] | None = frozenset({"en"})  # see base.fusion_weights
 
     def __init__(
         self,

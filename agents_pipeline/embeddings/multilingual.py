@@ -44,6 +44,7 @@ class E5Embedder:
 
     name = "multilingual"
     max_input_tokens = MAX_INPUT_TOKENS
+    strong_languages: frozenset[str] | None = None  # see base.fusion_weights
 
     def __init__(self, *, model: str = DEFAULT_MODEL, batch_size: int = DEFAULT_BATCH_SIZE) -> None:
         if model not in VARIANTS:

@@ -2,6 +2,8 @@
 
     .venv/bin/python ops/bench/rag.py [--copies 5] [--chunks 100000] [--queries 200]
 
+Figures measured with it, and what they say: ops/eval/NOTE.md.
+
 In one run, each part on its own (nothing else of ours running while it measures):
 
 a. raw encode: MiniLM (``get_embedder("local")``, as the worker uses it) on the chunks of
@@ -25,8 +27,9 @@ c. retrieval: gateway, worker, broker and Redis stopped, PostgreSQL restarted wi
    queries (a held-out perturbation of a centre; an eval question plus two topic words)
    run through ``storage.knowledge.hybrid_search``: p50/p99 latency per mode (embedding
    excluded), recall@10 of the HNSW index against an exact scan for a few ef_search
-   values, and the proposed cheaper text side (ts_rank; common words left out of the OR
-   query). A second, small knowledge base in the same table shows the filtered case.
+   values, and the text side's cap (``text_match_cap``: chunks it ranks) at a few values,
+   with the overlap of the capped text side's top 10 with an uncapped one. A second,
+   small knowledge base in the same table shows the filtered case.
 
 Everything started is stopped at the end (Ctrl-C and SIGTERM included); about 5-8 minutes.
 """
@@ -67,6 +70,7 @@ from omnichat.embedded import (  # noqa: E402
     free_port,
 )
 from ops.bench.rag_eval import load_documents, load_questions  # noqa: E402
+from storage.knowledge import TEXT_MATCH_CAP  # noqa: E402
 
 ADMIN = "bench-admin"
 DIMS = 384
@@ -538,11 +542,38 @@ def queries_for(
     ]
 
 
+def query_clusters(corpus: Corpus, n: int, seed: int) -> list[int]:
+    """The cluster each of ``queries_for(corpus, n, seed)`` was drawn around (same draws)."""
+    return np.random.default_rng(seed + 1).choice(corpus.cluster, size=n).tolist()
+
+
+async def chunk_clusters(pool: Any, kb: uuid.UUID, corpus: Corpus, per_doc: int) -> dict[Any, int]:
+    """Chunk id -> cluster, from the order load_chunks wrote them in."""
+    async with pool.connection() as conn:
+        cur = await conn.execute(
+            "SELECT c.id, split_part(d.title, ' ', 2)::int AS g, c.position FROM chunks c"
+            " JOIN documents d ON d.id = c.document_id WHERE c.knowledge_base_id = %s",
+            (kb,),
+        )
+        rows = await cur.fetchall()
+    return {r["id"]: int(corpus.cluster[(r["g"] - 1) * per_doc + r["position"]]) for r in rows}
+
+
+def same_cluster(
+    found: Sequence[Sequence[Any]], clusters: Sequence[int], of: dict[Any, int], k: int = 10
+) -> float:
+    """Mean share of the top k that belong to the query's own cluster (its relevant chunks:
+    the same topic words and vectors around the same centre)."""
+    return statistics.mean(
+        sum(1 for i in ids[:k] if of[i] == c) / k for ids, c in zip(found, clusters, strict=True)
+    )
+
+
 async def load_chunks(
     conn: Any, workspace_id: uuid.UUID, kb_id: uuid.UUID, corpus: Corpus, per_doc: int
 ) -> float:
     """Documents, then chunks by binary COPY into a staging table + INSERT ... SELECT."""
-    from storage.knowledge import fold
+    from storage.knowledge import search_text
 
     t0 = time.perf_counter()
     n = len(corpus.texts)
@@ -564,7 +595,9 @@ async def load_chunks(
     ) as copy:
         copy.set_types(["uuid", "int4", "text", "text", "vector"])
         for i, (text, vec) in enumerate(zip(corpus.texts, corpus.vectors, strict=True)):
-            await copy.write_row((doc_ids[i // per_doc], i % per_doc, text, fold(text), vec))
+            await copy.write_row(
+                (doc_ids[i // per_doc], i % per_doc, text, search_text(text, "pt"), vec)
+            )
     await conn.execute(
         "INSERT INTO chunks (workspace_id, knowledge_base_id, document_id, position, text,"
         " tokens, dimensions, embedding, tsv) SELECT %s, %s, document_id, position, text, 80,"
@@ -604,6 +637,7 @@ class SearchRun:
     p50: float
     p99: float
     recall: float | None = None
+    relevant: float | None = None  # share of the top 10 from the query's own cluster
 
 
 @dataclass
@@ -617,7 +651,7 @@ class Retrieval:
     plan: str
     match_share: tuple[float, float]  # mean and p90 share of chunks an OR query matches
     runs: list[SearchRun]
-    proposed: list[SearchRun]
+    caps: list[SearchRun]  # recall: top-10 overlap with the uncapped text side
     small: list[SearchRun]
     small_chunks: int
     small_insert_ms: float
@@ -635,11 +669,16 @@ async def timed_search(
     ef_search: int = 100,
     candidates: int = 40,
     k: int = 10,
-    rank: str = "ts_rank_cd",
+    text_match_cap: int | None = None,
 ) -> tuple[list[float], list[list[Any]]]:
-    """Latency (ms) and result ids of hybrid_search for every query, one at a time."""
-    from ops.bench.rag_eval import with_rank
+    """Latency (ms) and result ids of hybrid_search for every query, one at a time, with
+    the weights KnowledgeSearch gives a MiniLM Portuguese knowledge base."""
+    from agents_pipeline.embeddings import fusion_weights
+    from agents_pipeline.embeddings.local import MiniLMEmbedder
     from storage import knowledge
+
+    w_vec, w_text = fusion_weights(MiniLMEmbedder, "pt")
+    cap = knowledge.TEXT_MATCH_CAP if text_match_cap is None else text_match_cap
 
     lat, ids = [], []
     async with pool.connection() as conn:
@@ -647,7 +686,7 @@ async def timed_search(
             t0 = time.perf_counter()
             async with conn.transaction():
                 rows = await knowledge.hybrid_search(
-                    with_rank(conn, rank),
+                    conn,
                     workspace_id=ws,
                     kb_ids=[kb],
                     query_vector=vec,
@@ -657,6 +696,9 @@ async def timed_search(
                     mode=mode,
                     candidates=candidates,
                     ef_search=ef_search,
+                    vector_weight=w_vec,
+                    text_weight=w_text,
+                    text_match_cap=cap,
                 )
             lat.append((time.perf_counter() - t0) * 1000)
             ids.append([r["chunk_id"] for r in rows])
@@ -710,8 +752,9 @@ async def vector_plan(pool: Any, ws: uuid.UUID, kb: uuid.UUID, vec: list[float])
 async def match_share(
     pool: Any, kb: uuid.UUID, queries: Sequence[tuple[list[float], str]]
 ) -> tuple[float, float]:
-    """Mean and p90 share of the KB's chunks that the text side's OR query matches."""
-    from storage.knowledge import _or_query, fold
+    """Mean and p90 share of the KB's chunks holding any word of the question (what the text
+    side would rank without its cap)."""
+    from storage.knowledge import search_text
 
     shares = []
     async with pool.connection() as conn:
@@ -722,8 +765,9 @@ async def match_share(
         for _, text in queries:
             cur = await conn.execute(
                 "SELECT count(*) AS n FROM chunks WHERE knowledge_base_id = %s"
-                " AND tsv @@ websearch_to_tsquery('portuguese', %s)",
-                (kb, _or_query(fold(text))),
+                " AND tsv @@ (SELECT string_agg(quote_literal(lexeme), ' | ')::tsquery"
+                " FROM unnest(to_tsvector('portuguese', %s)))",
+                (kb, search_text(text, "pt")),
             )
             shares.append((await cur.fetchone())["n"] / total)
         await conn.rollback()
@@ -738,9 +782,9 @@ async def retrieval(
     efs: Sequence[int],
     seed: int,
     templates: Sequence[str],
+    text_caps: Sequence[int] = (100, 300, 1000, 3000),
 ) -> Retrieval:
     """Load the synthetic KB, rebuild the HNSW index, measure latency and recall."""
-    from ops.bench.rag_eval import Knobs, document_frequencies, patched
     from storage.db import open_pool
 
     corpus = make_corpus(n, clusters, seed, templates)
@@ -768,11 +812,16 @@ async def retrieval(
         await timed_search(pool, ws, kb, queries[:20], mode="hybrid")  # warm the caches
         truth = await exact_top(pool, kb, queries)
         share = await match_share(pool, kb, queries)
+        qclusters = query_clusters(corpus, nq, seed)
+        of = await chunk_clusters(pool, kb, corpus, per_doc=100)
         runs = []
         for mode in ("vector", "text", "hybrid"):
             lat, ids = await timed_search(pool, ws, kb, queries, mode=mode)
             rec = recall_at(ids, truth) if mode == "vector" else None
-            runs.append(SearchRun(f"{mode}, ef_search 100", pct(lat, 0.5), pct(lat, 0.99), rec))
+            rel = same_cluster(ids, qclusters, of)
+            runs.append(
+                SearchRun(f"{mode}, ef_search 100", pct(lat, 0.5), pct(lat, 0.99), rec, rel)
+            )
         for ef in efs:
             if ef != 100:
                 lat, ids = await timed_search(pool, ws, kb, queries, mode="vector", ef_search=ef)
@@ -785,23 +834,16 @@ async def retrieval(
                     )
                 )
 
-        # Proposed: the OR query without words too common in the KB (see rag_eval.py).
-        async with pool.connection() as conn:
-            df = await document_frequencies(conn, kb, [t for _, t in queries], "pt")
-            await conn.rollback()
-        proposed = []
-        for knobs in (
-            Knobs(rank="ts_rank"),
-            Knobs(text_query="pruned", max_df=0.05, df=df),
-            Knobs(text_query="pruned", max_df=0.05, df=df, rank="ts_rank"),
-        ):
-            with patched(knobs):
-                for mode in ("text", "hybrid"):
-                    lat, _ = await timed_search(pool, ws, kb, queries, mode=mode, rank=knobs.rank)
-                    label = f"{mode}, " + ", ".join(
-                        [*(["df<=5%"] if knobs.text_query == "pruned" else []), knobs.rank]
-                    )
-                    proposed.append(SearchRun(label, pct(lat, 0.5), pct(lat, 0.99)))
+        # The text side's cap: latency and relevance, against an uncapped text side.
+        caps = []
+        _, uncapped = await timed_search(pool, ws, kb, queries, mode="text", text_match_cap=10**9)
+        for cap in [*text_caps, 10**9]:
+            for mode in ("text", "hybrid"):
+                lat, ids = await timed_search(pool, ws, kb, queries, mode=mode, text_match_cap=cap)
+                rec = recall_at(ids, uncapped) if mode == "text" else None
+                rel = same_cluster(ids, qclusters, of)
+                label = f"{mode}, cap {cap if cap < 10**9 else 'none'}"
+                caps.append(SearchRun(label, pct(lat, 0.5), pct(lat, 0.99), rec, rel))
 
         # A small knowledge base sharing the table and its index (another tenant).
         small = make_corpus(2000, 40, seed + 7, templates)
@@ -830,7 +872,7 @@ async def retrieval(
             plan=plan,
             match_share=share,
             runs=runs,
-            proposed=proposed,
+            caps=caps,
             small=sruns,
             small_chunks=2000,
             small_insert_ms=small_insert_ms,
@@ -916,6 +958,16 @@ def report(
             f" available on 2 cores"
         )
         ours = total / ing.chunks * 1000
+        if after is not None:
+            print(
+                f"    ratio to the mean of the raw rates before and after (b):"
+                f" {ing.rate / statistics.mean([raw.rate, after.rate]):.2f}"
+            )
+        print(
+            f"    ratio by CPU (raw encode's CPU per chunk / all our processes' per chunk):"
+            f" {raw.cpu_per_chunk_ms / ours:.2f} (other users' load moves wall-clock rates;"
+            " this moves less)"
+        )
         print(
             f"    CPU per chunk: worker {ing.cpu.get('worker', 0) / ing.chunks * 1000:.1f} ms,"
             f" all our processes {ours:.1f} ms (raw encode per document:"
@@ -939,19 +991,27 @@ def report(
         )
         print(f"    vector side plan: {ret.plan}")
         print(
-            f"    the text side's OR query matches {ret.match_share[0]:.0%} of the chunks on"
-            f" average (p90 {ret.match_share[1]:.0%}); every match is ranked by ts_rank_cd"
+            "    own cluster@10: share of the top 10 from the query's own cluster (the chunks"
+            " sharing its topic words and centre: the relevant ones)"
         )
-        print(f"    {'':<28}{'p50 ms':>9}{'p99 ms':>9}{'recall@10':>11}")
+        print(
+            f"    the text side's OR query matches {ret.match_share[0]:.0%} of the chunks on"
+            f" average (p90 {ret.match_share[1]:.0%}); the text side ranks (ts_rank) at most"
+            f" {TEXT_MATCH_CAP} of them: those holding the rarest words (kb_terms)"
+        )
+        print(f"    {'':<28}{'p50 ms':>9}{'p99 ms':>9}{'recall@10':>11}{'own cluster@10':>16}")
         for r in ret.runs:
             rec = f"{r.recall:.3f}" if r.recall is not None else "-"
-            print(f"    {r.label:<28}{r.p50:>9.2f}{r.p99:>9.2f}{rec:>11}")
+            rel = f"{r.relevant:.3f}" if r.relevant is not None else "-"
+            print(f"    {r.label:<28}{r.p50:>9.2f}{r.p99:>9.2f}{rec:>11}{rel:>16}")
         print(
-            "    proposed text side (measured through hybrid_search: ts_rank swapped in by a"
-            " connection wrapper; df<=5%: OR query without words in >5% of the KB's chunks):"
+            "    the text side's cap (chunks ranked); for text, 'recall@10' is here the overlap"
+            " of its top 10 with an uncapped text side's:"
         )
-        for r in ret.proposed:
-            print(f"    {r.label:<28}{r.p50:>9.2f}{r.p99:>9.2f}{'-':>11}")
+        for r in ret.caps:
+            rec = f"{r.recall:.3f}" if r.recall is not None else "-"
+            rel = f"{r.relevant:.3f}" if r.relevant is not None else "-"
+            print(f"    {r.label:<28}{r.p50:>9.2f}{r.p99:>9.2f}{rec:>11}{rel:>16}")
         hyb = next(r for r in ret.runs if r.label == "hybrid, ef_search 100")
         vec = next(r for r in ret.runs if r.label == "vector, ef_search 100")
         print(

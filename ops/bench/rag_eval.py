@@ -2,6 +2,8 @@
 
     .venv/bin/python ops/bench/rag_eval.py [--embedder local|multilingual | --both] [--sweep]
 
+Figures measured with it, and what they say: ops/eval/NOTE.md.
+
 Starts PostgreSQL + pgvector (pgserver, temp dir), migrates, and ingests ops/eval/documents
 into one Portuguese knowledge base per embedder with the production functions
 (``storage.knowledge.add_document`` → ``claim_document`` → ``plan_chunks`` →
@@ -13,10 +15,11 @@ questions.
 A retrieved chunk answers a question when it comes from a ``relevant.document`` and,
 whitespace runs collapsed in both, contains that ``relevant.contains`` text.
 
-When hybrid does not beat both single modes (or with ``--sweep``), it also explains the
-misses and measures the obvious knobs without editing ``storage/knowledge.py``: the
-candidates per side, the RRF constant (``knowledge.RRF_K``, read at call time) and the
-full-text query (``knowledge._or_query``: OR of the words, or websearch AND).
+Hybrid runs with the weights KnowledgeSearch gives it (``embeddings.fusion_weights``: the
+side that ranks worse with that model in that language counts half). When hybrid does not beat both
+single modes (or with ``--sweep``), it also explains the misses and measures other
+weights, RRF constants, candidates per side and text-match caps, through hybrid_search's
+own parameters.
 """
 
 from __future__ import annotations
@@ -32,7 +35,7 @@ import sys
 import tempfile
 import time
 import uuid
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -42,6 +45,7 @@ if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
 from omnichat.embedded import EmbeddedPostgres  # noqa: E402
+from storage.knowledge import TEXT_MATCH_CAP  # noqa: E402
 
 EVAL = REPO / "ops" / "eval"
 MODES = ("vector", "text", "hybrid")
@@ -223,106 +227,30 @@ def groups_of(questions: Sequence[Question]) -> dict[str, list[str]]:
     }
 
 
-@dataclass
+@dataclass(frozen=True)
 class Knobs:
-    """Search settings tried by the sweep (defaults: those of hybrid_search)."""
+    """hybrid_search's tunable parameters (defaults: its own)."""
 
     candidates: int = 40
     rrf_k: int = 60
-    text_query: str = "or"  # or: knowledge._or_query; and: the words ANDed; pruned: see below
-    max_df: float = 1.0  # pruned: drop words found in more than this share of the KB's chunks
-    df: dict[str, float] | None = field(default=None, compare=False, repr=False)
-    rank: str = "ts_rank_cd"  # or ts_rank (cheaper), through RankRewrite
+    vector_weight: float = 1.0
+    text_weight: float = 1.0
+    text_match_cap: int = TEXT_MATCH_CAP
 
     def label(self) -> str:
         """Short form for tables."""
-        text = self.text_query.upper()
-        if self.text_query == "pruned":
-            text = f"OR, df<={self.max_df:.0%}"
-        rank = "" if self.rank == "ts_rank_cd" else f" {self.rank}"
-        return f"candidates={self.candidates} rrf_k={self.rrf_k} text={text}{rank}"
+        return (
+            f"w_vec={self.vector_weight:g} w_text={self.text_weight:g} rrf_k={self.rrf_k}"
+            f" cand={self.candidates} cap={self.text_match_cap}"
+        )
 
 
-class RankRewrite:
-    """A connection whose statements rank with ts_rank instead of ts_rank_cd: the proposed
-    cheaper text rank, measured through the real hybrid_search without editing it."""
+def default_knobs(embedder: Any, language: str) -> Knobs:
+    """What KnowledgeSearch uses for a knowledge base of this embedder and language."""
+    from agents_pipeline.embeddings import fusion_weights
 
-    def __init__(self, conn: Any) -> None:
-        self._conn = conn
-
-    async def execute(self, query: str, params: Any = None) -> Any:
-        """The connection's execute, with the rank function swapped."""
-        return await self._conn.execute(query.replace("ts_rank_cd(", "ts_rank("), params)
-
-
-def with_rank(conn: Any, rank: str) -> Any:
-    """``conn`` itself for ts_rank_cd (hybrid_search as it is), else a RankRewrite."""
-    return conn if rank == "ts_rank_cd" else RankRewrite(conn)
-
-
-def words_of(text: str) -> list[str]:
-    """The words ``knowledge._or_query`` keeps (alphanumeric runs of two or more)."""
-    return [w for w in "".join(c if c.isalnum() else " " for c in text).split() if len(w) > 1]
-
-
-def pruned_or_query(df: dict[str, float], max_df: float) -> Callable[[str], str]:
-    """An ``_or_query`` that leaves out words too common in the knowledge base to tell
-    chunks apart (the two rarest stay when every word is common)."""
-
-    def query(text: str) -> str:
-        words = words_of(text)
-        kept = [w for w in words if df.get(w, 0.0) <= max_df]
-        if not kept:
-            kept = sorted(words, key=lambda w: df.get(w, 0.0))[:2]
-        return " or ".join(kept)
-
-    return query
-
-
-async def document_frequencies(
-    conn: Any, kb_id: uuid.UUID, texts: Iterable[str], language: str
-) -> dict[str, float]:
-    """Share of the KB's chunks holding each (folded) word of ``texts``, by its lexemes.
-
-    The offline stand-in for a per-knowledge-base lexeme statistic that search would keep
-    cached; stop words (no lexeme) get 0, as websearch_to_tsquery drops them anyway.
-    """
-    from storage.knowledge import fold, ts_config
-
-    config = ts_config(language)
-    cur = await conn.execute(
-        "SELECT count(*) AS n FROM chunks WHERE knowledge_base_id = %s", (kb_id,)
-    )
-    total = max(1, (await cur.fetchone())["n"])
-    cur = await conn.execute(
-        "SELECT word, ndoc FROM ts_stat(%s)",
-        (f"SELECT tsv FROM chunks WHERE knowledge_base_id = '{kb_id}'",),
-    )
-    ndoc = {r["word"]: r["ndoc"] for r in await cur.fetchall()}
-    out: dict[str, float] = {}
-    for word in sorted({w for t in texts for w in words_of(fold(t))}):
-        cur = await conn.execute(f"SELECT lexeme FROM unnest(to_tsvector('{config}', %s))", (word,))
-        lexemes = [r["lexeme"] for r in await cur.fetchall()]
-        out[word] = max((ndoc.get(x, 0) / total for x in lexemes), default=0.0)
-    return out
-
-
-@contextlib.contextmanager
-def patched(knobs: Knobs) -> Iterator[None]:
-    """Apply the RRF constant and text-query form to storage.knowledge for a while."""
-    from storage import knowledge
-
-    saved = knowledge.RRF_K, knowledge._or_query
-    knowledge.RRF_K = knobs.rrf_k
-    if knobs.text_query == "and":
-        knowledge._or_query = lambda text: text  # websearch_to_tsquery ANDs the words
-    elif knobs.text_query == "pruned":
-        assert knobs.df is not None
-        knowledge._or_query = pruned_or_query(knobs.df, knobs.max_df)
-    try:
-        yield
-    finally:
-        knowledge.RRF_K, knowledge._or_query = saved
+    vector_weight, text_weight = fusion_weights(embedder, language)
+    return Knobs(vector_weight=vector_weight, text_weight=text_weight)
 
 
 async def search(
@@ -340,7 +268,7 @@ async def search(
 
     async with pool.connection() as conn, conn.transaction():
         return await knowledge.hybrid_search(
-            with_rank(conn, knobs.rank),
+            conn,
             workspace_id=workspace_id,
             kb_ids=[kb_id],
             query_vector=vector,
@@ -349,6 +277,10 @@ async def search(
             k=TOP,
             mode=mode,
             candidates=knobs.candidates,
+            vector_weight=knobs.vector_weight,
+            text_weight=knobs.text_weight,
+            rrf_k=knobs.rrf_k,
+            text_match_cap=knobs.text_match_cap,
         )
 
 
@@ -364,23 +296,22 @@ async def evaluate(
 ) -> dict[str, tuple[Scores, dict[str, list[dict[str, Any]]]]]:
     """Scores and raw results per mode for these knobs."""
     out: dict[str, tuple[Scores, dict[str, list[dict[str, Any]]]]] = {}
-    with patched(knobs):
-        for mode in modes:
-            scores, results = Scores(), {}
-            for q in questions:
-                rows = await search(
-                    pool, workspace_id, kb_id, vectors[q.id], q.text, mode, knobs, language
-                )
-                results[q.id] = rows
-                scores.ranks[q.id] = next(
-                    (
-                        rank
-                        for rank, r in enumerate(rows, 1)
-                        if answers(r["document_title"], r["text"], q)
-                    ),
-                    None,
-                )
-            out[mode] = (scores, results)
+    for mode in modes:
+        scores, results = Scores(), {}
+        for q in questions:
+            rows = await search(
+                pool, workspace_id, kb_id, vectors[q.id], q.text, mode, knobs, language
+            )
+            results[q.id] = rows
+            scores.ranks[q.id] = next(
+                (
+                    rank
+                    for rank, r in enumerate(rows, 1)
+                    if answers(r["document_title"], r["text"], q)
+                ),
+                None,
+            )
+        out[mode] = (scores, results)
     return out
 
 
@@ -437,148 +368,21 @@ def explain(
         )
 
 
-# --- proposed changes, measured by fusing hybrid_search's own single-mode rankings -------
-
-
-@dataclass(frozen=True)
-class Fusion:
-    """A fusion that hybrid_search does not offer (yet): weighted RRF, AND-then-OR text."""
-
-    text_weight: float = 1.0
-    vector_weight: float = 1.0
-    rrf_k: int = 60
-    text_query: str = "or"  # or | and | and+or (AND matches first, then the OR ones)
-
-    def label(self) -> str:
-        """Short form for tables."""
-        return (
-            f"w_vec={self.vector_weight:g} w_text={self.text_weight:g} rrf_k={self.rrf_k}"
-            f" text={self.text_query.upper()}"
-        )
-
-
-Ranked = list[dict[str, Any]]
-
-
-async def side_rankings(
-    pool: Any,
-    workspace_id: uuid.UUID,
-    kb_id: uuid.UUID,
-    questions: Sequence[Question],
-    vectors: dict[str, list[float]],
-    candidates: int,
-    language: str,
-) -> dict[str, dict[str, Ranked]]:
-    """Per question: hybrid_search's vector, text-OR and text-AND rankings, ``candidates`` deep."""
-    out: dict[str, dict[str, Ranked]] = {q.id: {} for q in questions}
-    knobs = Knobs(candidates=candidates)
-    for side, mode, text_query in (
-        ("vector", "vector", "or"),
-        ("or", "text", "or"),
-        ("and", "text", "and"),
-    ):
-        with patched(Knobs(text_query=text_query)):
-            for q in questions:
-                out[q.id][side] = await search_k(
-                    pool, workspace_id, kb_id, vectors[q.id], q.text, mode, knobs, language
-                )
-    return out
-
-
-async def search_k(
-    pool: Any,
-    workspace_id: uuid.UUID,
-    kb_id: uuid.UUID,
-    vector: list[float],
-    text: str,
-    mode: str,
-    knobs: Knobs,
-    language: str,
-) -> Ranked:
-    """hybrid_search with k = candidates: a single mode's whole candidate list, in rank order."""
-    from storage import knowledge
-
-    async with pool.connection() as conn, conn.transaction():
-        return await knowledge.hybrid_search(
-            conn,
-            workspace_id=workspace_id,
-            kb_ids=[kb_id],
-            query_vector=vector,
-            query_text=text,
-            language=language,
-            k=knobs.candidates,
-            mode=mode,
-            candidates=knobs.candidates,
-        )
-
-
-def fuse(sides: dict[str, Ranked], f: Fusion, candidates: int) -> Ranked:
-    """The top 10 by (weighted) RRF of the vector ranking and the chosen text ranking."""
-    if f.text_query == "and+or":
-        seen = {r["chunk_id"] for r in sides["and"]}
-        text = [*sides["and"], *(r for r in sides["or"] if r["chunk_id"] not in seen)]
-    else:
-        text = sides[f.text_query]
-    scores: dict[Any, float] = {}
-    rows: dict[Any, dict[str, Any]] = {}
-    for weight, ranking in ((f.vector_weight, sides["vector"]), (f.text_weight, text)):
-        if weight == 0:
-            continue
-        for rank, r in enumerate(ranking[:candidates], 1):
-            scores[r["chunk_id"]] = scores.get(r["chunk_id"], 0.0) + weight / (f.rrf_k + rank)
-            rows[r["chunk_id"]] = r
-    order = sorted(scores, key=lambda cid: (-scores[cid], str(cid)))
-    return [rows[cid] for cid in order[:TOP]]
-
-
-def fused_scores(
-    questions: Sequence[Question],
-    sides: dict[str, dict[str, Ranked]],
-    f: Fusion,
-    candidates: int,
-) -> Scores:
-    """First-answer ranks of one fusion."""
-    s = Scores()
-    for q in questions:
-        rows = fuse(sides[q.id], f, candidates)
-        s.ranks[q.id] = next(
-            (i for i, r in enumerate(rows, 1) if answers(r["document_title"], r["text"], q)), None
-        )
-    return s
-
-
-FUSIONS: list[Fusion] = [
-    Fusion(),
-    Fusion(text_query="and+or"),
-    *(Fusion(text_weight=w) for w in (0.25, 0.5, 0.75, 1.5, 2.0, 3.0)),
-    *(Fusion(text_weight=w, text_query="and+or") for w in (0.5, 2.0, 3.0)),
-    Fusion(text_weight=2.0, rrf_k=5, text_query="and+or"),
-    Fusion(text_weight=3.0, rrf_k=10, text_query="and+or"),
-    Fusion(text_weight=0.33, rrf_k=30),
-]
-
-
 # --- runs ------------------------------------------------------------------------------
-
-
-def single(questions: Sequence[Question], sides: dict[str, dict[str, Ranked]], text: str) -> Scores:
-    """First-answer ranks of the text side alone (``and`` or ``and+or``)."""
-    return fused_scores(questions, sides, Fusion(vector_weight=0.0, text_query=text), 10_000)
 
 
 SWEEP: list[Knobs] = [
     Knobs(),
-    Knobs(candidates=10),
+    Knobs(rrf_k=30),
     Knobs(candidates=20),
     Knobs(candidates=100),
-    Knobs(rrf_k=1),
-    Knobs(rrf_k=10),
-    Knobs(rrf_k=30),
-    Knobs(rrf_k=100),
-    Knobs(text_query="and"),
-    Knobs(candidates=20, rrf_k=10),
-    Knobs(candidates=10, rrf_k=10),
-    Knobs(candidates=20, rrf_k=30),
+    *(Knobs(text_weight=w) for w in (0.25, 0.5, 0.75, 1.5, 2.0, 3.0)),
+    *(Knobs(vector_weight=w) for w in (0.5,)),
+    Knobs(text_weight=0.5, rrf_k=30),
+    Knobs(vector_weight=0.5, rrf_k=30),
+    Knobs(text_match_cap=10),
+    Knobs(text_match_cap=20),
+    Knobs(text_match_cap=40),
 ]
 
 
@@ -618,8 +422,12 @@ async def run_embedder(
             f" ({stats.chunks / stats.embed_s:.1f} chunks/s), writing {stats.write_s:.2f} s,"
             f" query embedding median {statistics.median(query_ms):.1f} ms"
         )
-        runs = await evaluate(pool, ws, kb, questions, vectors, Knobs(), language)
-        print(f"\nhybrid_search defaults ({Knobs().label()}), KB language {language!r}")
+        knobs = default_knobs(embedder, language)
+        runs = await evaluate(pool, ws, kb, questions, vectors, knobs, language)
+        print(
+            f"\nhybrid_search as KnowledgeSearch calls it ({knobs.label()}), KB language"
+            f" {language!r}"
+        )
         table([(m, runs[m][0]) for m in MODES], questions, 10)
         all_ids = groups_of(questions)["all"]
         ok = beats(runs["hybrid"][0], [runs["vector"][0], runs["text"][0]], all_ids)
@@ -627,54 +435,30 @@ async def run_embedder(
         result: dict[str, Any] = {
             "model": embedder.model,
             "chunks": stats.chunks,
+            "knobs": knobs.label(),
             "defaults": {m: runs[m][0].ranks for m in MODES},
             "beats": ok,
         }
         if not ok or sweep:
             explain(questions, runs)
-            print("\nknob sweep (hybrid mode unless the row says text only)")
+            print("\nknob sweep (hybrid mode; text only where the cap changes)")
             rows: list[tuple[str, Scores]] = []
             seen: set[str] = set()
-            async with pool.connection() as conn:
-                df = await document_frequencies(conn, kb, [q.text for q in questions], language)
-            pruned = [
-                *(Knobs(text_query="pruned", max_df=m, df=df) for m in (0.05, 0.1, 0.2)),
-                Knobs(rank="ts_rank"),
-                Knobs(text_query="pruned", max_df=0.05, df=df, rank="ts_rank"),
-            ]
-            for knobs in [*SWEEP, *pruned, *extra]:
-                if knobs.label() in seen:
+            for k in [*SWEEP, *extra]:
+                if k.label() in seen:
                     continue
-                seen.add(knobs.label())
-                text_changed = knobs.text_query == "pruned" or knobs.rank != "ts_rank_cd"
-                modes = ("text", "hybrid") if text_changed else ("hybrid",)
-                r = await evaluate(pool, ws, kb, questions, vectors, knobs, language, modes)
+                seen.add(k.label())
+                modes = (
+                    ("text", "hybrid")
+                    if k.text_match_cap != Knobs().text_match_cap
+                    else ("hybrid",)
+                )
+                r = await evaluate(pool, ws, kb, questions, vectors, k, language, modes)
                 if "text" in r:
-                    rows.append(
-                        (
-                            f"text only, {knobs.label()[knobs.label().index('text=') + 5 :]}",
-                            r["text"][0],
-                        )
-                    )
-                rows.append((knobs.label(), r["hybrid"][0]))
-            table(rows, questions, 50)
+                    rows.append((f"text only, cap={k.text_match_cap}", r["text"][0]))
+                rows.append((k.label(), r["hybrid"][0]))
+            table(rows, questions, 56)
             result["sweep"] = {label: s.ranks for label, s in rows}
-            candidates = Knobs().candidates
-            sides = await side_rankings(pool, ws, kb, questions, vectors, candidates, language)
-            base = fused_scores(questions, sides, Fusion(), candidates)
-            same = sum(base.ranks[q.id] == runs["hybrid"][0].ranks[q.id] for q in questions)
-            print(
-                "\nproposed fusions (not in hybrid_search: computed here from its own vector and"
-                f" text rankings, {candidates} candidates each; the unweighted row reproduces"
-                f" the SQL hybrid on {same}/{len(questions)} questions)"
-            )
-            singles = [
-                ("text only, AND", single(questions, sides, "and")),
-                ("text only, AND then OR", single(questions, sides, "and+or")),
-            ]
-            fused = [(f.label(), fused_scores(questions, sides, f, candidates)) for f in FUSIONS]
-            table([*singles, *fused], questions, 50)
-            result["fusions"] = {label: s.ranks for label, s in fused}
         return result
     finally:
         await pool.close()
@@ -691,8 +475,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--knobs",
         action="append",
         default=[],
-        metavar="C,K,OR|AND",
-        help="an extra sweep point: candidates, RRF k, text query (repeatable)",
+        metavar="C,K,WV,WT",
+        help="an extra sweep point: candidates, RRF k, vector and text weights (repeatable)",
     )
     p.add_argument("--json", type=Path, help="also write the ranks to this file")
     return p.parse_args(argv)
@@ -703,8 +487,10 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     extra = []
     for spec in args.knobs:
-        c, k, tq = spec.split(",")
-        extra.append(Knobs(candidates=int(c), rrf_k=int(k), text_query=tq.lower()))
+        c, k, wv, wt = spec.split(",")
+        extra.append(
+            Knobs(candidates=int(c), rrf_k=int(k), vector_weight=float(wv), text_weight=float(wt))
+        )
     names = ["local", "multilingual"] if args.both else [args.embedder]
     documents = load_documents()
     questions = load_questions()

@@ -39,3 +39,17 @@ def test_recall_and_mrr() -> None:
     ids = ["a", "b", "c", "d"]
     assert scores.recall(ids, k=5) == 0.5
     assert scores.mrr(ids) == pytest.approx((1 + 1 / 4 + 1 / 7) / 4)
+
+
+def test_fusion_weights_halve_the_side_that_ranks_worse() -> None:
+    from agents_pipeline.embeddings import fusion_weights
+    from agents_pipeline.embeddings.local import MiniLMEmbedder
+    from agents_pipeline.embeddings.multilingual import E5Embedder
+
+    # MiniLM reads English: its vectors lead there and follow the words elsewhere.
+    assert fusion_weights(MiniLMEmbedder, "en") == (1.0, 0.5)
+    assert fusion_weights(MiniLMEmbedder, "en-US") == (1.0, 0.5)
+    assert fusion_weights(MiniLMEmbedder, "pt") == (0.5, 1.0)
+    # e5 (and any embedder that names no languages) reads them all.
+    assert fusion_weights(E5Embedder, "pt") == (1.0, 0.5)
+    assert fusion_weights(object(), "de") == (1.0, 0.5)
