@@ -14,6 +14,7 @@ runs them over batches of one topic with the guarantees the pipeline needs:
   anything else, goes to ``deadletter`` with the reason, and the worker goes on.
   A batch handler that raises anything else is not trusted with the batch: its
   events go through ``handle`` one by one, so that only the bad one is dead-lettered;
+- a batch's usage increments are added up per workspace, day and kind;
 - the outputs are acknowledged by the broker before the batch is committed.
 """
 
@@ -29,7 +30,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import faust
 from pydantic import BaseModel, ValidationError
 
-from streams.contracts import DeadLetter
+from streams.contracts import DeadLetter, UsageEvent
 from streams.retry import TRANSIENT, with_retry
 from streams.take import take_batches
 from streams.topology import encode
@@ -66,6 +67,39 @@ def _dead(stage: str, reason: str, code: str, raw: bytes, parsed: BaseModel | No
         channel_id=getattr(parsed, "channel_id", None),
         payload=raw.decode("utf-8", "replace")[:65536],
     )
+
+
+def _add_up_usage(outs: list[Out]) -> list[Out]:
+    """One usage increment per workspace, day and kind for the batch, not one per message.
+
+    Each increment is a record to produce and to consume again (four per answered
+    message); their sum counts the same in the usage table. The sum keeps the first
+    increment's place, trace and key (with ``+N`` for the N increments added to it).
+    """
+    merged: dict[tuple[object, object, str], int] = {}
+    parts: dict[int, list[UsageEvent]] = {}
+    out: list[Out] = []
+    for o in outs:
+        v = o.value
+        if not isinstance(v, UsageEvent):
+            out.append(o)
+            continue
+        at = merged.setdefault((v.workspace_id, v.day, v.kind), len(out))
+        if at == len(out):
+            out.append(o)
+        parts.setdefault(at, []).append(v)
+    for at, evs in parts.items():
+        if len(evs) > 1:
+            first = evs[0]
+            total = first.model_copy(
+                update={
+                    "event_key": f"{first.event_key}+{len(evs) - 1}",
+                    "amount": sum(e.amount for e in evs),
+                    "occurred_at": max(e.occurred_at for e in evs),
+                }
+            )
+            out[at] = Out(out[at].topic, total, out[at].key)
+    return out
 
 
 def _parse(
@@ -172,7 +206,7 @@ def stage_agent(
             if items:
                 outs += await (in_batch if handle_batch else one_by_one)(items, keys)
             futures = []
-            for o in outs:
+            for o in _add_up_usage(outs):
                 key = o.key.encode() if o.key is not None else None
                 futures.append(await o.topic.send(key=key, value=encode(o.value)))
                 if o.topic is app.topics_.deadletter:
