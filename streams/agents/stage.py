@@ -132,32 +132,29 @@ async def _handle_one(
         ]
 
 
-def stage_agent(
-    app: OmnichatApp,
-    *,
-    name: str,
-    topic: faust.TopicT,
-    model: type[M],
-    handle: Handler,
-    handle_batch: BatchHandler | None = None,
-    batch: int = 200,
-    within: float = 0.005,
-    concurrency: int = 16,
-) -> None:
-    """Register an agent that runs ``handle`` (or ``handle_batch``) over ``topic`` as
-    described above."""
-    m = app.metrics
+Item = tuple[bytes, BaseModel]  # an event's bytes (for a dead letter) and its model
 
-    async def run_key(items: list[tuple[bytes, BaseModel]]) -> list[Out]:
+
+async def handle_events(
+    app: OmnichatApp,
+    name: str,
+    handle: Handler,
+    handle_batch: BatchHandler | None,
+    items: list[Item],
+    keys: list[bytes | None],
+    concurrency: int = 16,
+) -> list[Out]:
+    """The outputs of a batch's parsed events: by ``handle_batch`` when there is one (and
+    it does not fail), else by ``handle``, each key's events in order."""
+
+    async def run_key(group: list[Item]) -> list[Out]:
         out: list[Out] = []
-        for raw, event in items:
+        for raw, event in group:
             out += await _handle_one(app, name, handle, raw, event)
         return out
 
-    async def one_by_one(
-        items: list[tuple[bytes, BaseModel]], keys: list[bytes | None]
-    ) -> list[Out]:
-        groups: dict[bytes | None, list[tuple[bytes, BaseModel]]] = {}
+    async def one_by_one() -> list[Out]:
+        groups: dict[bytes | None, list[Item]] = {}
         for key, item in zip(keys, items, strict=True):
             groups.setdefault(key, []).append(item)
         if len(groups) == 1:
@@ -174,18 +171,35 @@ def stage_agent(
         await asyncio.gather(*(runner() for _ in range(min(concurrency, len(todo)))))
         return [o for outs in results for o in outs]
 
-    async def in_batch(items: list[tuple[bytes, BaseModel]], keys: list[bytes | None]) -> list[Out]:
-        assert handle_batch is not None
-        evs = [event for _, event in items]
-        try:
-            results = await with_retry(name, lambda: handle_batch(evs))
-        except TRANSIENT:
-            raise
-        except Exception:  # find the bad event: one by one, each with its own dead letter
-            log.exception("%s: batch of %d failed; handling it event by event", name, len(evs))
-            return await one_by_one(items, keys)
-        assert len(results) == len(evs), f"{name}: one list of outputs per event"
-        return [o for outs in results for o in outs]
+    if handle_batch is None or not items:
+        return await one_by_one()
+    evs = [event for _, event in items]
+    try:
+        results = await with_retry(name, lambda: handle_batch(evs))
+    except TRANSIENT:
+        raise
+    except Exception:  # find the bad event: one by one, each with its own dead letter
+        log.exception("%s: batch of %d failed; handling it event by event", name, len(evs))
+        return await one_by_one()
+    assert len(results) == len(evs), f"{name}: one list of outputs per event"
+    return [o for outs in results for o in outs]
+
+
+def stage_agent(
+    app: OmnichatApp,
+    *,
+    name: str,
+    topic: faust.TopicT,
+    model: type[M],
+    handle: Handler,
+    handle_batch: BatchHandler | None = None,
+    batch: int = 200,
+    within: float = 0.005,
+    concurrency: int = 16,
+) -> None:
+    """Register an agent that runs ``handle`` (or ``handle_batch``) over ``topic`` as
+    described above."""
+    m = app.metrics
 
     @app.agent(topic, name=name)
     async def agent(stream: faust.StreamT) -> None:
@@ -193,7 +207,7 @@ def stage_agent(
             started = time.perf_counter()
             m.events_in.labels(name).inc(len(events))
             outs: list[Out] = []
-            items: list[tuple[bytes, BaseModel]] = []
+            items: list[Item] = []
             keys: list[bytes | None] = []
             for e in events:
                 event, dead = _parse(app, name, e.value, model)
@@ -204,7 +218,9 @@ def stage_agent(
                     items.append((e.value, event))
                     keys.append(e.key)
             if items:
-                outs += await (in_batch if handle_batch else one_by_one)(items, keys)
+                outs += await handle_events(
+                    app, name, handle, handle_batch, items, keys, concurrency
+                )
             futures = []
             for o in _add_up_usage(outs):
                 key = o.key.encode() if o.key is not None else None
