@@ -16,6 +16,7 @@ honouring Retry-After; a permanent error marks the message ``failed`` and goes t
 from __future__ import annotations
 
 import asyncio
+import logging
 import random
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
@@ -33,6 +34,9 @@ from agents_pipeline.providers.configs import parse_config
 from storage import bulk, conversations, messages
 from storage.secrets import SecretBox
 from streams.contracts import AuditEvent, DeadLetter, ProviderName, SendRequest, SentMessage
+from streams.retry import with_retry
+
+log = logging.getLogger(__name__)
 
 WINDOW = timedelta(hours=24)
 MAX_RETRY_AFTER = 30.0
@@ -143,6 +147,9 @@ async def deliver_batch(
     the provider calls of one conversation are made one after another in the batch's
     order (a conversation's replies arrive in order), different conversations
     concurrently. A failure or a refusal is recorded as ``deliver`` records it.
+    Past the claim, each message is on its own: a transient error retries that message
+    (as the stage retries a ``deliver``), anything else marks it failed and dead-letters
+    it, so that no failure makes the batch send again what was already sent.
     """
     first: dict[UUID, int] = {}
     for i, r in enumerate(reqs):
@@ -169,11 +176,11 @@ async def deliver_batch(
     delivered: list[tuple[int, _Delivered]] = []
     limit = asyncio.Semaphore(concurrency)
 
-    async def conversation(indexes: list[int]) -> None:
-        async with limit:
-            for i in indexes:
-                r = reqs[i]
-                done = await _call_provider(
+    async def one(r: SendRequest) -> SendOutcome | _Delivered:
+        try:
+            return await with_retry(
+                "send",
+                lambda: _call_provider(
                     pool,
                     http,
                     r,
@@ -185,7 +192,17 @@ async def deliver_batch(
                     now,
                     backoff_base,
                     sleep,
-                )
+                ),
+            )
+        except Exception as exc:  # one bad message must not fail (and resend) the batch
+            log.exception("send: message %s failed (trace %s)", r.outbound_id, r.trace_id)
+            reason = f"{type(exc).__name__}: {exc}"
+            return await with_retry("send", lambda: _fail(pool, r, now(), "internal_error", reason))
+
+    async def conversation(indexes: list[int]) -> None:
+        async with limit:
+            for i in indexes:
+                done = await one(reqs[i])
                 if isinstance(done, SendOutcome):
                     outcomes[i] = done
                 else:
@@ -198,16 +215,27 @@ async def deliver_batch(
     await asyncio.gather(*(conversation(g) for g in groups.values()))
     if delivered:
         at = now()
-        async with pool.connection() as conn:
-            await bulk.mark_sent(
-                conn,
-                [
-                    (reqs[i].workspace_id, reqs[i].outbound_id, d.result.provider_message_id, at)
-                    for i, d in delivered
-                ],
-            )
-            touched = {(reqs[i].workspace_id, reqs[i].conversation_id) for i, _ in delivered}
-            await bulk.touch_conversations(conn, [(ws, cid, at, None) for ws, cid in touched])
+
+        async def record() -> None:
+            async with pool.connection() as conn:
+                await bulk.mark_sent(
+                    conn,
+                    [
+                        (
+                            reqs[i].workspace_id,
+                            reqs[i].outbound_id,
+                            d.result.provider_message_id,
+                            at,
+                        )
+                        for i, d in delivered
+                    ],
+                )
+                touched = {(reqs[i].workspace_id, reqs[i].conversation_id) for i, _ in delivered}
+                await bulk.touch_conversations(conn, [(ws, cid, at, None) for ws, cid in touched])
+
+        # The providers have the messages: a passing database failure retries the record
+        # only, never the sends (which a retried batch would make again).
+        await with_retry("send", record)
         for i, d in delivered:
             outcomes[i] = d.outcome(reqs[i], at)
     return outcomes

@@ -312,3 +312,42 @@ async def test_deliver_batch_sends_each_conversation_in_order_once(
     )
     # Replies sent "at T0" never move a conversation's time back.
     assert [r["last_message_at"] for r in convs] == [T0 + timedelta(seconds=n) for n in (9, 10, 11)]
+
+
+async def test_deliver_batch_one_broken_message_fails_alone(
+    gateway: Gateway, tenant: Tenant, pool: AsyncConnectionPool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    ch = in_workspace(await sandbox_channel(gateway, tenant, pool), tenant)
+    resolved = await run_batch(pool, [inbound(ch, f"k-{i}", f"q{i}", n=i) for i in range(3)])
+    async with pool.connection() as conn:
+        reqs = await prepare_replies(conn, [reply_to(o, f"r{i}") for i, o in enumerate(resolved)])
+    real = SandboxProvider.send_text
+
+    async def broken_for_r1(self: SandboxProvider, session: Any, config: Any, **kw: Any) -> Any:
+        if kw["text"] == "r1":
+            raise ValueError("a bug in one message")
+        return await real(self, session, config, **kw)
+
+    monkeypatch.setattr(SandboxProvider, "send_text", broken_for_r1)
+    async with aiohttp.ClientSession() as http:
+        outcomes = await deliver_batch(
+            pool,
+            http,
+            [r for r in reqs if r is not None],
+            box=SecretBox(SecretBox.generate_key()),
+            max_attempts=3,
+            timeout=5,
+            now=lambda: T0,
+        )
+    assert [o.sent.status for o in outcomes] == ["stored", "failed", "stored"]
+    assert outcomes[1].dead is not None and outcomes[1].dead.error_code == "internal_error"
+    stored = await rows(
+        pool,
+        "SELECT text, status FROM messages WHERE channel_id = %s AND author = 'bot' ORDER BY text",
+        ch["id"],
+    )
+    assert [(r["text"], r["status"]) for r in stored] == [
+        ("r0", "sent"),
+        ("r1", "failed"),
+        ("r2", "sent"),
+    ]
