@@ -6,7 +6,9 @@ is the send's idempotency key, so a replayed answer never makes a second message
 
 from __future__ import annotations
 
-from storage import messages
+from collections.abc import Sequence
+
+from storage import bulk, messages
 from storage.db import Conn
 from streams.contracts import GeneratedReply, SendRequest
 
@@ -22,6 +24,29 @@ async def prepare_reply(conn: Conn, gen: GeneratedReply) -> SendRequest | None:
         text=gen.reply_text,
         trace_id=gen.trace_id,
     )
+    return _request(gen, row)
+
+
+async def prepare_replies(conn: Conn, gens: Sequence[GeneratedReply]) -> list[SendRequest | None]:
+    """``prepare_reply`` for a batch in one statement: per answer, in order, its request."""
+    stored = await bulk.insert_bot_replies(
+        conn,
+        [
+            {
+                "workspace_id": g.workspace_id,
+                "channel_id": g.channel_id,
+                "conversation_id": g.conversation_id,
+                "in_reply_to": g.message_id,
+                "text": g.reply_text,
+                "trace_id": g.trace_id,
+            }
+            for g in gens
+        ],
+    )
+    return [_request(g, stored[g.message_id][0]) for g in gens]
+
+
+def _request(gen: GeneratedReply, row: dict) -> SendRequest | None:
     if row["status"] not in ("pending", "sending"):
         return None
     return SendRequest(

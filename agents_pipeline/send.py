@@ -16,10 +16,12 @@ honouring Retry-After; a permanent error marks the message ``failed`` and goes t
 from __future__ import annotations
 
 import asyncio
+import logging
 import random
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from uuid import UUID
 
 import aiohttp
 from psycopg_pool import AsyncConnectionPool
@@ -27,10 +29,14 @@ from psycopg_pool import AsyncConnectionPool
 from agents_pipeline.errors import ProviderError
 from agents_pipeline.lookups import READ_THROUGH, Lookups
 from agents_pipeline.providers import get_provider
+from agents_pipeline.providers.base import SendResult
 from agents_pipeline.providers.configs import parse_config
-from storage import conversations, messages
+from storage import bulk, conversations, messages
 from storage.secrets import SecretBox
 from streams.contracts import AuditEvent, DeadLetter, ProviderName, SendRequest, SentMessage
+from streams.retry import with_retry
+
+log = logging.getLogger(__name__)
 
 WINDOW = timedelta(hours=24)
 MAX_RETRY_AFTER = 30.0
@@ -101,6 +107,169 @@ async def deliver(
         conv = await conversations.get_conversation(
             conn, workspace_id=ws, conversation_id=req.conversation_id
         )
+    done = await _call_provider(
+        pool, http, req, channel, conv, box, max_attempts, timeout, now, backoff_base, sleep
+    )
+    if isinstance(done, SendOutcome):
+        return done
+    at = now()
+    async with pool.connection() as conn:
+        await messages.mark_sent(
+            conn,
+            workspace_id=ws,
+            message_id=req.outbound_id,
+            provider_message_id=done.result.provider_message_id,
+            sent_at=at,
+        )
+        await conversations.touch(
+            conn, workspace_id=ws, conversation_id=req.conversation_id, at=at, inbound=False
+        )
+    return done.outcome(req, at)
+
+
+async def deliver_batch(
+    pool: AsyncConnectionPool,
+    http: aiohttp.ClientSession,
+    reqs: Sequence[SendRequest],
+    *,
+    box: SecretBox,
+    max_attempts: int,
+    timeout: float,
+    now: Callable[[], datetime],
+    backoff_base: float = 0.5,
+    sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+    lookups: Lookups = READ_THROUGH,
+    concurrency: int = 16,
+) -> list[SendOutcome]:
+    """``deliver`` for a batch: one outcome per request, in order.
+
+    The claims, and then the successes, are one statement each for the whole batch;
+    the provider calls of one conversation are made one after another in the batch's
+    order (a conversation's replies arrive in order), different conversations
+    concurrently. A failure or a refusal is recorded as ``deliver`` records it.
+    Past the claim, each message is on its own: a transient error retries that message
+    (as the stage retries a ``deliver``), anything else marks it failed and dead-letters
+    it, so that no failure makes the batch send again what was already sent.
+    """
+    first: dict[UUID, int] = {}
+    for i, r in enumerate(reqs):
+        first.setdefault(r.outbound_id, i)  # a replay within the batch is a replay
+    async with pool.connection() as conn:
+        claimed = await bulk.claim_for_send(
+            conn,
+            [
+                (r.workspace_id, r.outbound_id)
+                for i, r in enumerate(reqs)
+                if first[r.outbound_id] == i
+            ],
+        )
+        channels = {
+            r.channel_id: await lookups.channel(conn, r.workspace_id, r.channel_id)
+            for r in reqs
+            if r.outbound_id in claimed
+        }
+        convs = await bulk.get_conversations(
+            conn,
+            list({(r.workspace_id, r.conversation_id) for r in reqs if r.outbound_id in claimed}),
+        )
+    outcomes: list[SendOutcome] = [SendOutcome(None) for _ in reqs]
+    delivered: list[tuple[int, _Delivered]] = []
+    limit = asyncio.Semaphore(concurrency)
+
+    async def one(r: SendRequest) -> SendOutcome | _Delivered:
+        try:
+            return await with_retry(
+                "send",
+                lambda: _call_provider(
+                    pool,
+                    http,
+                    r,
+                    channels.get(r.channel_id),
+                    convs.get(r.conversation_id),
+                    box,
+                    max_attempts,
+                    timeout,
+                    now,
+                    backoff_base,
+                    sleep,
+                ),
+            )
+        except Exception as exc:  # one bad message must not fail (and resend) the batch
+            log.exception("send: message %s failed (trace %s)", r.outbound_id, r.trace_id)
+            reason = f"{type(exc).__name__}: {exc}"
+            return await with_retry("send", lambda: _fail(pool, r, now(), "internal_error", reason))
+
+    async def conversation(indexes: list[int]) -> None:
+        async with limit:
+            for i in indexes:
+                done = await one(reqs[i])
+                if isinstance(done, SendOutcome):
+                    outcomes[i] = done
+                else:
+                    delivered.append((i, done))
+
+    groups: dict[UUID, list[int]] = {}
+    for i, r in enumerate(reqs):
+        if first[r.outbound_id] == i and r.outbound_id in claimed:
+            groups.setdefault(r.conversation_id, []).append(i)
+    await asyncio.gather(*(conversation(g) for g in groups.values()))
+    if delivered:
+        at = now()
+
+        async def record() -> None:
+            async with pool.connection() as conn:
+                await bulk.mark_sent(
+                    conn,
+                    [
+                        (
+                            reqs[i].workspace_id,
+                            reqs[i].outbound_id,
+                            d.result.provider_message_id,
+                            at,
+                        )
+                        for i, d in delivered
+                    ],
+                )
+                touched = {(reqs[i].workspace_id, reqs[i].conversation_id) for i, _ in delivered}
+                await bulk.touch_conversations(conn, [(ws, cid, at, None) for ws, cid in touched])
+
+        # The providers have the messages: a passing database failure retries the record
+        # only, never the sends (which a retried batch would make again).
+        await with_retry("send", record)
+        for i, d in delivered:
+            outcomes[i] = d.outcome(reqs[i], at)
+    return outcomes
+
+
+@dataclass
+class _Delivered:
+    """A provider accepted the message; the row is not updated yet."""
+
+    result: SendResult
+    provider: ProviderName
+    attempts: int
+
+    def outcome(self, req: SendRequest, at: datetime) -> SendOutcome:
+        status = "stored" if self.provider is ProviderName.SANDBOX else "sent"
+        sent = _sent(req, status, at, provider_message_id=self.result.provider_message_id)
+        return SendOutcome(sent, attempts=self.attempts)
+
+
+async def _call_provider(
+    pool: AsyncConnectionPool,
+    http: aiohttp.ClientSession,
+    req: SendRequest,
+    channel: dict | None,
+    conv: dict | None,
+    box: SecretBox,
+    max_attempts: int,
+    timeout: float,
+    now: Callable[[], datetime],
+    backoff_base: float,
+    sleep: Callable[[float], Awaitable[None]],
+) -> SendOutcome | _Delivered:
+    """Send a claimed message, retrying what may pass; a failure or refusal is recorded
+    here and returned as the outcome, a success is returned for the caller to record."""
     if channel is None or conv is None:
         return await _fail(pool, req, now(), "channel_missing", "the channel no longer exists")
 
@@ -132,23 +301,7 @@ async def deliver(
             out = await _fail(pool, req, now(), exc.code or "provider_error", exc.message)
             out.attempts = attempt
             return out
-        break
-    at = now()
-    async with pool.connection() as conn:
-        await messages.mark_sent(
-            conn,
-            workspace_id=ws,
-            message_id=req.outbound_id,
-            provider_message_id=result.provider_message_id,
-            sent_at=at,
-        )
-        await conversations.touch(
-            conn, workspace_id=ws, conversation_id=req.conversation_id, at=at, inbound=False
-        )
-    status = "stored" if provider is ProviderName.SANDBOX else "sent"
-    return SendOutcome(
-        _sent(req, status, at, provider_message_id=result.provider_message_id), attempts=attempt
-    )
+        return _Delivered(result, provider, attempt)
 
 
 async def _fail(

@@ -219,6 +219,13 @@ async def wait_replies(db_url: str, run: str, n: int, timeout: float) -> int:
     return done
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU a process has used (Linux): unlike wall time, barely moved by
+    other work on a shared machine, so runs compare across different loads."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def pct(values: list[float], q: float) -> float:
     """The q-quantile (0..1) of values."""
     s = sorted(values)
@@ -257,22 +264,26 @@ async def bench(stack: Stack, args: argparse.Namespace) -> None:
             flush=True,
         )
         results = []
+        worker = stack.procs[1].pid
         for rep in range(args.repeat):
             run = f"tp{rep}"
+            cpu0 = cpu_seconds(worker)
             t0 = time.perf_counter()
             errors = await send_all(http, url, headers, bodies(run, args.messages), rate=None)
             ingest = time.perf_counter() - t0
             done = await wait_replies(stack.pg.url, run, args.messages, 300)
+            cpu_ms = (cpu_seconds(worker) - cpu0) * 1000 / args.messages
             _, first, last = await asyncio.to_thread(latencies, stack.pg.url, run)
-            results.append((args.messages / (last - first), ingest, errors, done))
+            results.append((args.messages / (last - first), ingest, errors, done, cpu_ms))
             print(
                 f"  throughput run {rep + 1}: {args.messages / (last - first):7.1f} msg/s end to"
                 f" end ({done}/{args.messages} replied, {errors} errors, gateway took"
-                f" {args.messages / ingest:.0f} msg/s)",
+                f" {args.messages / ingest:.0f} msg/s, worker CPU {cpu_ms:.2f} ms/msg)",
                 flush=True,
             )
 
     tps = [r[0] for r in results]
+    cpus = [r[4] for r in results]
     print()
     print(
         f"pipeline benchmark (one worker, sandbox, offline responder, fetch wait "
@@ -281,6 +292,7 @@ async def bench(stack: Stack, args: argparse.Namespace) -> None:
     print(
         f"  throughput: median {statistics.median(tps):.1f} msg/s end to end over "
         f"{args.repeat} runs of {args.messages} messages in {args.conversations} conversations"
+        f" (worker CPU: median {statistics.median(cpus):.2f} ms per message)"
     )
     print(
         f"  latency at {args.rate:.0f} msg/s for {args.seconds}s: {lat_done}/{n} replied, "

@@ -12,6 +12,7 @@ from agents_pipeline import normalize as stage
 from streams import tables
 from streams.contracts import DeadLetter, InboundMessage
 from streams.retry import with_retry
+from streams.take import take_batches
 from streams.topology import encode
 
 if TYPE_CHECKING:
@@ -48,7 +49,7 @@ def register(app: OmnichatApp, dedupe: faust.Table) -> None:
 
     @app.agent(topics.webhooks_raw, name="normalize")
     async def normalize(stream: faust.StreamT) -> None:
-        async for events in stream.take_events(BATCH, within=WITHIN):
+        async for events in take_batches(stream, BATCH, within=WITHIN):
             started = time.perf_counter()
             m.events_in.labels("normalize").inc(len(events))
             try:

@@ -14,11 +14,12 @@ import faust
 
 from agents_pipeline.lookups import Lookups
 from agents_pipeline.quota import QuotaGate, month_of
-from agents_pipeline.reply import prepare_reply
-from agents_pipeline.resolve import resolve
+from agents_pipeline.reply import prepare_replies, prepare_reply
+from agents_pipeline.resolve import ResolveOutcome, resolve
+from agents_pipeline.resolve_batch import resolve_batch
 from agents_pipeline.retrieve import NoKnowledge, Retriever, retrieve
 from agents_pipeline.run_agent import run_agent
-from agents_pipeline.send import deliver
+from agents_pipeline.send import SendOutcome, deliver, deliver_batch
 from agents_pipeline.status import apply_status
 from streams.agents.stage import Out, stage_agent
 from streams.contracts import (
@@ -105,6 +106,17 @@ def register(
             outcome = await resolve(
                 conn, msg, takeover_seconds=s.human_takeover_seconds, now=_now(), lookups=lookups
             )
+        return resolved_outs(msg, outcome)
+
+    async def on_normalized_batch(msgs: list[InboundMessage]) -> list[list[Out]]:
+        pool = await res.pool()
+        async with pool.connection() as conn, conn.transaction():
+            outcomes = await resolve_batch(
+                conn, msgs, takeover_seconds=s.human_takeover_seconds, now=_now(), lookups=lookups
+            )
+        return [resolved_outs(m, o) for m, o in zip(msgs, outcomes, strict=True)]
+
+    def resolved_outs(msg: InboundMessage, outcome: ResolveOutcome) -> list[Out]:
         out = [Out(t.audit, a, str(a.workspace_id)) for a in outcome.audit]
         if outcome.created:
             out.append(
@@ -217,6 +229,12 @@ def register(
             req = await prepare_reply(conn, gen)
         return [] if req is None else [Out(t.send, req, req.key)]
 
+    async def on_generated_batch(gens: list[GeneratedReply]) -> list[list[Out]]:
+        pool = await res.pool()
+        async with pool.connection() as conn:
+            reqs = await prepare_replies(conn, gens)
+        return [[] if req is None else [Out(t.send, req, req.key)] for req in reqs]
+
     async def on_send(req: SendRequest) -> list[Out]:
         pool = await res.pool()
         http = await res.http()
@@ -231,6 +249,25 @@ def register(
             now=_now,
             lookups=lookups,
         )
+        return sent_outs(req, outcome)
+
+    async def on_send_batch(reqs: list[SendRequest]) -> list[list[Out]]:
+        pool = await res.pool()
+        http = await res.http()
+        assert res.box is not None, "the worker needs secret_key to read channel credentials"
+        outcomes = await deliver_batch(
+            pool,
+            http,
+            reqs,
+            box=res.box,
+            max_attempts=s.send_max_attempts,
+            timeout=s.send_timeout_seconds,
+            now=_now,
+            lookups=lookups,
+        )
+        return [sent_outs(r, o) for r, o in zip(reqs, outcomes, strict=True)]
+
+    def sent_outs(req: SendRequest, outcome: SendOutcome) -> list[Out]:
         if outcome.sent is None:
             m.dedupe_hits.labels("send").inc()
             return []
@@ -261,11 +298,32 @@ def register(
             )
         return out
 
-    stage_agent(app, name="resolve", topic=t.normalized, model=InboundMessage, handle=on_normalized)
+    stage_agent(
+        app,
+        name="resolve",
+        topic=t.normalized,
+        model=InboundMessage,
+        handle=on_normalized,
+        handle_batch=on_normalized_batch,
+    )
     stage_agent(app, name="status", topic=t.status, model=StatusUpdate, handle=on_status)
     stage_agent(app, name="retrieve", topic=t.resolved, model=ResolvedMessage, handle=on_resolved)
     stage_agent(
         app, name="generate", topic=t.retrieved, model=RetrievedMessage, handle=on_retrieved
     )
-    stage_agent(app, name="reply", topic=t.generated, model=GeneratedReply, handle=on_generated)
-    stage_agent(app, name="send", topic=t.send, model=SendRequest, handle=on_send)
+    stage_agent(
+        app,
+        name="reply",
+        topic=t.generated,
+        model=GeneratedReply,
+        handle=on_generated,
+        handle_batch=on_generated_batch,
+    )
+    stage_agent(
+        app,
+        name="send",
+        topic=t.send,
+        model=SendRequest,
+        handle=on_send,
+        handle_batch=on_send_batch,
+    )

@@ -16,6 +16,7 @@ from storage import audit, usage
 from streams import applied, tables
 from streams.contracts import AuditEvent, UsageEvent
 from streams.retry import with_retry
+from streams.take import take_batches
 
 if TYPE_CHECKING:
     from streams.app import OmnichatApp
@@ -30,9 +31,12 @@ def register(app: OmnichatApp, counters: faust.Table, stats_table: faust.Table) 
     async def count_usage(stream: faust.StreamT) -> None:
         """Add each increment to the table (key ``workspace:day:kind``), then write the day's
         totals to ``usage_records``; the table is the counter, the row its copy."""
-        async for events in stream.take_events(500, within=0.05):
+        async for events in take_batches(stream, 500, within=0.05):
             started = time.perf_counter()
-            touched: dict[tuple[UUID, date], dict[str, int]] = defaultdict(dict)
+            # One changelog record per counter per batch, not one per event: the table's
+            # state is the same, and a burst writes a few records instead of hundreds.
+            increments: dict[tuple[int, str], int] = defaultdict(int)
+            days: set[tuple[UUID, date]] = set()
             folded: dict[str, tuple[int, stats.Stats]] = {}
             # A replay after a crash brings records whose effects the tables already hold.
             new_counts = applied.fresh(counters, events)
@@ -49,14 +53,21 @@ def register(app: OmnichatApp, counters: faust.Table, stats_table: faust.Table) 
                 if ev.kind not in usage.KINDS or id(e) not in counting:
                     continue  # activity: only the stats
                 key = f"{ev.workspace_id}:{ev.day.isoformat()}:{ev.kind}"
-                tables.add(counters, e.message.partition, key, ev.amount)
-                for kind in usage.KINDS:
-                    total = counters.data.get(f"{ev.workspace_id}:{ev.day.isoformat()}:{kind}", 0)
-                    touched[(ev.workspace_id, ev.day)][kind] = int(total)
+                increments[(e.message.partition, key)] += ev.amount
+                days.add((ev.workspace_id, ev.day))
+            for (partition, key), amount in increments.items():
+                tables.add(counters, partition, key, amount)
             for ws, (partition, doc) in folded.items():
                 tables.put(stats_table, partition, ws, doc)
             applied.mark_applied(counters, new_counts)
             applied.mark_applied(stats_table, [e for e in events if id(e) in new_stats])
+            touched = {
+                (ws, day): {
+                    kind: int(counters.data.get(f"{ws}:{day.isoformat()}:{kind}", 0))
+                    for kind in usage.KINDS
+                }
+                for ws, day in days
+            }
             rows = [(ws, day, counts) for (ws, day), counts in touched.items()]
 
             async def write(rows: list = rows) -> None:
@@ -71,7 +82,7 @@ def register(app: OmnichatApp, counters: faust.Table, stats_table: faust.Table) 
     @app.agent(t.audit, name="audit")
     async def write_audit(stream: faust.StreamT) -> None:
         """Audit events from the stages into ``audit_log`` (their event key makes it once)."""
-        async for events in stream.take_events(200, within=0.05):
+        async for events in take_batches(stream, 200, within=0.05):
             evs = [AuditEvent.model_validate_json(e.value) for e in events]
 
             async def write(evs: list[AuditEvent] = evs) -> None:

@@ -1,14 +1,20 @@
 """The shape every stage agent shares: batch, parse, handle per conversation, send on.
 
-A stage is a plain async ``handle(event) -> list[Out]``. This module runs it over
-batches of one topic with the guarantees the pipeline needs:
+A stage is a plain async ``handle(event) -> list[Out]``, and optionally a
+``handle_batch(events) -> list[list[Out]]`` that does the same for a whole batch
+with a few multi-row statements instead of round trips per event. This module
+runs them over batches of one topic with the guarantees the pipeline needs:
 
 - events of one key (one conversation) are handled in order, one after another;
   different keys run concurrently (bounded), so a slow LLM call for one
-  conversation does not hold up the others in the batch;
+  conversation does not hold up the others in the batch (a ``handle_batch``
+  keeps the same per-conversation order itself);
 - transient failures (database or broker away) are retried with backoff, so no
   event is skipped; an event that cannot be parsed, or whose handler raises
-  anything else, goes to ``deadletter`` with the reason, and the worker goes on;
+  anything else, goes to ``deadletter`` with the reason, and the worker goes on.
+  A batch handler that raises anything else is not trusted with the batch: its
+  events go through ``handle`` one by one, so that only the bad one is dead-lettered;
+- a batch's usage increments are added up per workspace, day and kind;
 - the outputs are acknowledged by the broker before the batch is committed.
 """
 
@@ -17,15 +23,16 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import faust
 from pydantic import BaseModel, ValidationError
 
-from streams.contracts import DeadLetter
+from streams.contracts import DeadLetter, UsageEvent
 from streams.retry import TRANSIENT, with_retry
+from streams.take import take_batches
 from streams.topology import encode
 
 if TYPE_CHECKING:
@@ -47,6 +54,8 @@ class Out:
 
 
 Handler = Callable[[Any], Awaitable[list[Out]]]
+# The outputs of each event, in the order of the events given.
+BatchHandler = Callable[[list[Any]], Awaitable[list[list[Out]]]]
 
 
 def _dead(stage: str, reason: str, code: str, raw: bytes, parsed: BaseModel | None) -> DeadLetter:
@@ -61,30 +70,129 @@ def _dead(stage: str, reason: str, code: str, raw: bytes, parsed: BaseModel | No
     )
 
 
-async def _handle_one(
-    app: OmnichatApp, stage: str, handle: Handler, raw: bytes, model: type[M]
-) -> list[Out]:
-    try:
-        event = model.model_validate_json(raw)
-    except ValidationError as exc:
-        return [
-            Out(
-                app.topics_.deadletter,
-                _dead(stage, f"invalid {model.__name__}: {exc}", "invalid_event", raw, None),
+def _add_up_usage(outs: list[Out]) -> list[Out]:
+    """One usage increment per workspace, day and kind for the batch, not one per message.
+
+    Each increment is a record to produce and to consume again (four per answered
+    message); their sum counts the same in the usage table. The sum keeps the first
+    increment's place, trace and key (with ``+N`` for the N increments added to it).
+    """
+    merged: dict[tuple[object, ...], int] = {}
+    parts: dict[int, list[UsageEvent]] = {}
+    out: list[Out] = []
+    for o in outs:
+        v = o.value
+        if not isinstance(v, UsageEvent):
+            out.append(o)
+            continue
+        # Details the stats keep apart (channel, run outcome) stay apart in the sum.
+        at = merged.setdefault((v.workspace_id, v.day, v.kind, v.channel_id, v.outcome), len(out))
+        if at == len(out):
+            out.append(o)
+        parts.setdefault(at, []).append(v)
+    for at, evs in parts.items():
+        if len(evs) > 1:
+            first = evs[0]
+            total = first.model_copy(
+                update={
+                    "event_key": f"{first.event_key}+{len(evs) - 1}",
+                    "amount": sum(e.amount for e in evs),
+                    "occurred_at": max(e.occurred_at for e in evs),
+                    "latency_ms": _sum_or_none(e.latency_ms for e in evs),
+                    "cost_usd": _sum_or_none(e.cost_usd for e in evs),
+                }
             )
-        ]
+            out[at] = Out(out[at].topic, total, out[at].key, out[at].partition)
+    return out
+
+
+def _sum_or_none(values: Iterable[Any]) -> Any:
+    """The sum of the values given, None when none was (a sum of latencies or costs)."""
+    given = [v for v in values if v is not None]
+    return sum(given) if given else None
+
+
+def _parse(
+    app: OmnichatApp, stage: str, raw: bytes, model: type[M]
+) -> tuple[BaseModel | None, Out | None]:
+    """The event, or the dead letter saying why it is not one."""
+    try:
+        return model.model_validate_json(raw), None
+    except ValidationError as exc:
+        dead = _dead(stage, f"invalid {model.__name__}: {exc}", "invalid_event", raw, None)
+        return None, Out(app.topics_.deadletter, dead)
+
+
+async def _handle_one(
+    app: OmnichatApp, stage: str, handle: Handler, raw: bytes, event: BaseModel
+) -> list[Out]:
     try:
         return await with_retry(stage, lambda: handle(event))
     except TRANSIENT:
         raise
     except Exception as exc:  # a bad event must not stop the worker
-        log.exception("%s: event failed, dead-lettered (trace %s)", stage, event.trace_id)
+        log.exception(
+            "%s: event failed, dead-lettered (trace %s)", stage, getattr(event, "trace_id", "?")
+        )
         return [
             Out(
                 app.topics_.deadletter,
                 _dead(stage, f"{type(exc).__name__}: {exc}", "internal_error", raw, event),
             )
         ]
+
+
+Item = tuple[bytes, BaseModel]  # an event's bytes (for a dead letter) and its model
+
+
+async def handle_events(
+    app: OmnichatApp,
+    name: str,
+    handle: Handler,
+    handle_batch: BatchHandler | None,
+    items: list[Item],
+    keys: list[bytes | None],
+    concurrency: int = 16,
+) -> list[Out]:
+    """The outputs of a batch's parsed events: by ``handle_batch`` when there is one (and
+    it does not fail), else by ``handle``, each key's events in order."""
+
+    async def run_key(group: list[Item]) -> list[Out]:
+        out: list[Out] = []
+        for raw, event in group:
+            out += await _handle_one(app, name, handle, raw, event)
+        return out
+
+    async def one_by_one() -> list[Out]:
+        groups: dict[bytes | None, list[Item]] = {}
+        for key, item in zip(keys, items, strict=True):
+            groups.setdefault(key, []).append(item)
+        if len(groups) == 1:
+            return await run_key(items)
+        # At most ``concurrency`` tasks take the keys in turn (not one task per key).
+        todo = list(groups.values())
+        results: list[list[Out]] = [[] for _ in todo]
+        position = iter(range(len(todo)))
+
+        async def runner() -> None:
+            for i in position:
+                results[i] = await run_key(todo[i])
+
+        await asyncio.gather(*(runner() for _ in range(min(concurrency, len(todo)))))
+        return [o for outs in results for o in outs]
+
+    if handle_batch is None or not items:
+        return await one_by_one()
+    evs = [event for _, event in items]
+    try:
+        results = await with_retry(name, lambda: handle_batch(evs))
+    except TRANSIENT:
+        raise
+    except Exception:  # find the bad event: one by one, each with its own dead letter
+        log.exception("%s: batch of %d failed; handling it event by event", name, len(evs))
+        return await one_by_one()
+    assert len(results) == len(evs), f"{name}: one list of outputs per event"
+    return [o for outs in results for o in outs]
 
 
 def stage_agent(
@@ -94,41 +202,45 @@ def stage_agent(
     topic: faust.TopicT,
     model: type[M],
     handle: Handler,
+    handle_batch: BatchHandler | None = None,
     batch: int = 200,
     within: float = 0.005,
     concurrency: int = 16,
 ) -> None:
-    """Register an agent that runs ``handle`` over ``topic`` as described above."""
+    """Register an agent that runs ``handle`` (or ``handle_batch``) over ``topic`` as
+    described above."""
     m = app.metrics
-    limit = asyncio.Semaphore(concurrency)
-
-    async def run_key(raws: list[bytes]) -> list[Out]:
-        out: list[Out] = []
-        async with limit:
-            for raw in raws:
-                out += await _handle_one(app, name, handle, raw, model)
-        return out
 
     @app.agent(topic, name=name)
     async def agent(stream: faust.StreamT) -> None:
-        async for events in stream.take_events(batch, within=within):
+        async for events in take_batches(stream, batch, within):
             started = time.perf_counter()
             m.events_in.labels(name).inc(len(events))
-            groups: dict[bytes | None, list[bytes]] = {}
+            outs: list[Out] = []
+            items: list[Item] = []
+            keys: list[bytes | None] = []
             for e in events:
-                groups.setdefault(e.key, []).append(e.value)
-            results = await asyncio.gather(*(run_key(raws) for raws in groups.values()))
+                event, dead = _parse(app, name, e.value, model)
+                if dead is not None:
+                    outs.append(dead)
+                else:
+                    assert event is not None
+                    items.append((e.value, event))
+                    keys.append(e.key)
+            if items:
+                outs += await handle_events(
+                    app, name, handle, handle_batch, items, keys, concurrency
+                )
             futures = []
-            for outs in results:
-                for o in outs:
-                    key = o.key.encode() if o.key is not None else None
-                    futures.append(
-                        await o.topic.send(key=key, value=encode(o.value), partition=o.partition)
-                    )
-                    if o.topic is app.topics_.deadletter:
-                        m.events_failed.labels(name).inc()
-                    else:
-                        m.events_out.labels(name).inc()
+            for o in _add_up_usage(outs):
+                key = o.key.encode() if o.key is not None else None
+                futures.append(
+                    await o.topic.send(key=key, value=encode(o.value), partition=o.partition)
+                )
+                if o.topic is app.topics_.deadletter:
+                    m.events_failed.labels(name).inc()
+                else:
+                    m.events_out.labels(name).inc()
             for fut in futures:
                 await fut
             m.stage_latency.labels(name).observe(time.perf_counter() - started)

@@ -1,0 +1,296 @@
+"""Multi-row versions of the pipeline's writes: one statement for a whole stream batch.
+
+The stream stages handle up to a few hundred events per batch; a round trip per event
+per statement was most of a worker's time. Each function here takes the rows of a batch
+and does with one statement what ``storage.contacts``, ``conversations`` and
+``messages`` do for one row, with the same conflict rules. Rows of several workspaces
+may share a batch: every statement matches on the workspace id of each row.
+
+Arrays go in through ``unnest`` (one statement text whatever the batch size, so
+PostgreSQL prepares it once); ragged values (a contact's ``alt_ids``) travel as JSON.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Any
+from uuid import UUID
+
+from psycopg.types.json import Jsonb
+
+from storage import contacts as _contacts
+from storage import conversations as _conversations
+from storage import messages as _messages
+from storage.db import Conn
+
+Row = dict[str, Any]
+_CONTACT_COLS = _contacts._COLS
+_CONV_COLS = _conversations.COLS
+_MSG_COLS = _messages.COLS
+_SENDING = _messages.STATUS_RANK["sending"]
+_SENT = _messages.STATUS_RANK["sent"]
+
+# Rows inserted by one statement share now(); history orders messages by created_at, so
+# each row gets the clock plus its position (µs) and a conversation's order survives.
+_ORDERED_NOW = "clock_timestamp() + (v.n - 1) * interval '1 microsecond'"
+
+
+def _pairs(keys: Sequence[tuple[UUID, Any]]) -> tuple[list[UUID], list[Any]]:
+    return [k[0] for k in keys], [k[1] for k in keys]
+
+
+async def find_contacts(
+    conn: Conn, *, workspace_id: UUID, channel_id: UUID, ids: list[str]
+) -> list[Row]:
+    """The channel's contacts named by any of ``ids``, oldest first, locked for update."""
+    cur = await conn.execute(
+        f"SELECT {_CONTACT_COLS} FROM contacts WHERE channel_id = %s AND workspace_id = %s"
+        " AND (external_id = ANY(%s) OR alt_ids && %s) ORDER BY created_at, id FOR UPDATE",
+        (channel_id, workspace_id, ids, ids),
+    )
+    return await cur.fetchall()
+
+
+async def insert_contacts(
+    conn: Conn, *, workspace_id: UUID, channel_id: UUID, rows: list[Row]
+) -> list[Row]:
+    """Create contacts (external_id, alt_ids, phone, name); one created meanwhile by
+    another worker under the same id is merged as ``upsert_contact`` does."""
+    if not rows:
+        return []
+    cur = await conn.execute(
+        "INSERT INTO contacts (workspace_id, channel_id, external_id, alt_ids, phone, name)"
+        " SELECT %s, %s, v.e, ARRAY(SELECT jsonb_array_elements_text(v.a)), v.p, v.nm"
+        " FROM unnest(%s::text[], %s::jsonb[], %s::text[], %s::text[]) AS v(e, a, p, nm)"
+        " ON CONFLICT (channel_id, external_id) DO UPDATE SET"
+        " name = coalesce(EXCLUDED.name, contacts.name),"
+        f" phone = coalesce(EXCLUDED.phone, contacts.phone) RETURNING {_CONTACT_COLS}",
+        (
+            workspace_id,
+            channel_id,
+            [r["external_id"] for r in rows],
+            [Jsonb(list(r["alt_ids"])) for r in rows],
+            [r["phone"] for r in rows],
+            [r["name"] for r in rows],
+        ),
+    )
+    return await cur.fetchall()
+
+
+async def update_contacts(conn: Conn, *, workspace_id: UUID, rows: list[Row]) -> None:
+    """Store merged identifiers, names and phones of existing contacts (id, alt_ids,
+    phone, name; an absent name or phone keeps the stored one)."""
+    if not rows:
+        return
+    await conn.execute(
+        "UPDATE contacts c SET alt_ids = ARRAY(SELECT jsonb_array_elements_text(v.a)),"
+        " name = coalesce(v.nm, c.name), phone = coalesce(v.p, c.phone)"
+        " FROM unnest(%s::uuid[], %s::jsonb[], %s::text[], %s::text[]) AS v(id, a, p, nm)"
+        " WHERE c.id = v.id AND c.workspace_id = %s",
+        (
+            [r["id"] for r in rows],
+            [Jsonb(list(r["alt_ids"])) for r in rows],
+            [r["phone"] for r in rows],
+            [r["name"] for r in rows],
+            workspace_id,
+        ),
+    )
+
+
+async def open_conversations(
+    conn: Conn, keys: Sequence[tuple[UUID, UUID, UUID]]
+) -> dict[UUID, Row]:
+    """Per contact id: its open conversation on the channel, opened when there is none.
+
+    ``keys`` are (workspace_id, channel_id, contact_id); the rows are locked for update,
+    as ``conversations.open_conversation`` locks its one. ``opened`` is true on a row this
+    call opened.
+    """
+    if not keys:
+        return {}
+    ws = [k[0] for k in keys]
+    chs = [k[1] for k in keys]
+    cts = [k[2] for k in keys]
+    cur = await conn.execute(
+        f"SELECT {', '.join('c.' + c.strip() for c in _CONV_COLS.split(','))}"
+        " FROM conversations c JOIN unnest(%s::uuid[], %s::uuid[], %s::uuid[]) AS v(w, ch, ct)"
+        " ON c.workspace_id = v.w AND c.channel_id = v.ch AND c.contact_id = v.ct"
+        " WHERE c.status = 'open' FOR UPDATE OF c",
+        (ws, chs, cts),
+    )
+    found = {r["contact_id"]: {**r, "opened": False} for r in await cur.fetchall()}
+    missing = [k for k in keys if k[2] not in found]
+    if missing:
+        cur = await conn.execute(
+            "INSERT INTO conversations (workspace_id, channel_id, contact_id)"
+            " SELECT * FROM unnest(%s::uuid[], %s::uuid[], %s::uuid[])"
+            " ON CONFLICT (channel_id, contact_id) WHERE status = 'open'"
+            f" DO UPDATE SET updated_at = now() RETURNING {_CONV_COLS}, (xmax = 0) AS opened",
+            ([k[0] for k in missing], [k[1] for k in missing], [k[2] for k in missing]),
+        )
+        found.update({r["contact_id"]: r for r in await cur.fetchall()})
+    return found
+
+
+async def insert_inbound(conn: Conn, rows: list[Row]) -> list[tuple[Row, bool]]:
+    """Store inbound messages in order; per row (stored row, created now). A replay (or a
+    second copy in the same batch) returns the row stored first."""
+    if not rows:
+        return []
+    cols = (
+        "workspace_id",
+        "channel_id",
+        "conversation_id",
+        "type",
+        "text",
+        "payload",
+        "provider_message_id",
+        "trace_id",
+        "sent_at",
+    )
+    cur = await conn.execute(
+        "INSERT INTO messages (workspace_id, channel_id, conversation_id, direction, author,"
+        " type, text, payload, status, provider_message_id, trace_id, sent_at, created_at)"
+        " SELECT v.w, v.ch, v.cv, 'in', 'contact', v.t, v.tx, v.pl, 'received', v.pm, v.tr,"
+        f" v.sa, {_ORDERED_NOW}"
+        " FROM unnest(%s::uuid[], %s::uuid[], %s::uuid[], %s::text[], %s::text[], %s::jsonb[],"
+        " %s::text[], %s::text[], %s::timestamptz[]) WITH ORDINALITY"
+        " AS v(w, ch, cv, t, tx, pl, pm, tr, sa, n) ORDER BY v.n"
+        " ON CONFLICT (channel_id, provider_message_id) WHERE provider_message_id IS NOT NULL"
+        f" DO NOTHING RETURNING {_MSG_COLS}",
+        [[Jsonb(r[c]) if c == "payload" else r[c] for r in rows] for c in cols],
+    )
+    created = {(r["channel_id"], r["provider_message_id"]): r for r in await cur.fetchall()}
+    stored = dict(created)
+    missing = [
+        (r["channel_id"], r["provider_message_id"])
+        for r in rows
+        if (r["channel_id"], r["provider_message_id"]) not in stored
+    ]
+    if missing:
+        chs, pms = _pairs(missing)
+        cur = await conn.execute(
+            f"SELECT {', '.join('m.' + c.strip() for c in _MSG_COLS.split(','))} FROM messages m"
+            " JOIN unnest(%s::uuid[], %s::text[]) AS v(ch, pm)"
+            " ON m.channel_id = v.ch AND m.provider_message_id = v.pm",
+            (chs, pms),
+        )
+        stored.update(
+            {(r["channel_id"], r["provider_message_id"]): r for r in await cur.fetchall()}
+        )
+    out: list[tuple[Row, bool]] = []
+    first: set[tuple[UUID, str]] = set()
+    for r in rows:
+        key = (r["channel_id"], r["provider_message_id"])
+        out.append((stored[key], key in created and key not in first))
+        first.add(key)
+    return out
+
+
+async def bot_replied(conn: Conn, message_ids: list[UUID]) -> set[UUID]:
+    """Which of these inbound messages already have their bot reply."""
+    if not message_ids:
+        return set()
+    cur = await conn.execute(
+        "SELECT in_reply_to FROM messages WHERE in_reply_to = ANY(%s)"
+        " AND direction = 'out' AND author = 'bot'",
+        (message_ids,),
+    )
+    return {r["in_reply_to"] for r in await cur.fetchall()}
+
+
+async def touch_conversations(
+    conn: Conn, rows: Sequence[tuple[UUID, UUID, datetime, datetime | None]]
+) -> None:
+    """Record messages' times on conversations: (workspace_id, conversation_id, at,
+    inbound_at or None), at most one row per conversation (``conversations.touch``)."""
+    if not rows:
+        return
+    await conn.execute(
+        "UPDATE conversations c SET last_message_at = greatest(c.last_message_at, v.at),"
+        " last_inbound_at = greatest(c.last_inbound_at, v.ia)"
+        " FROM unnest(%s::uuid[], %s::uuid[], %s::timestamptz[], %s::timestamptz[])"
+        " AS v(w, id, at, ia) WHERE c.id = v.id AND c.workspace_id = v.w",
+        ([r[0] for r in rows], [r[1] for r in rows], [r[2] for r in rows], [r[3] for r in rows]),
+    )
+
+
+async def insert_bot_replies(conn: Conn, rows: list[Row]) -> dict[UUID, tuple[Row, bool]]:
+    """The one bot reply of each inbound message (workspace_id, channel_id,
+    conversation_id, in_reply_to, text, trace_id): per ``in_reply_to``, the stored reply
+    and whether it was created now (a retry returns the one stored before)."""
+    if not rows:
+        return {}
+    cols = ("workspace_id", "channel_id", "conversation_id", "in_reply_to", "text", "trace_id")
+    cur = await conn.execute(
+        "INSERT INTO messages (workspace_id, channel_id, conversation_id, direction, author,"
+        " type, text, status, in_reply_to, trace_id, created_at)"
+        f" SELECT v.w, v.ch, v.cv, 'out', 'bot', 'text', v.tx, 'pending', v.r, v.tr, {_ORDERED_NOW}"
+        " FROM unnest(%s::uuid[], %s::uuid[], %s::uuid[], %s::uuid[], %s::text[], %s::text[])"
+        " WITH ORDINALITY AS v(w, ch, cv, r, tx, tr, n) ORDER BY v.n"
+        " ON CONFLICT (in_reply_to) WHERE direction = 'out' AND author = 'bot'"
+        f" DO NOTHING RETURNING {_MSG_COLS}",
+        [[r[c] for r in rows] for c in cols],
+    )
+    out = {r["in_reply_to"]: (r, True) for r in await cur.fetchall()}
+    missing = [(r["workspace_id"], r["in_reply_to"]) for r in rows if r["in_reply_to"] not in out]
+    if missing:
+        ws, ids = _pairs(missing)
+        cur = await conn.execute(
+            f"SELECT {', '.join('m.' + c.strip() for c in _MSG_COLS.split(','))} FROM messages m"
+            " JOIN unnest(%s::uuid[], %s::uuid[]) AS v(w, r) ON m.workspace_id = v.w"
+            " AND m.in_reply_to = v.r WHERE m.direction = 'out' AND m.author = 'bot'",
+            (ws, ids),
+        )
+        out.update({r["in_reply_to"]: (r, False) for r in await cur.fetchall()})
+    return out
+
+
+async def claim_for_send(conn: Conn, keys: Sequence[tuple[UUID, UUID]]) -> set[UUID]:
+    """Move outbound messages (workspace_id, message_id) to ``sending``; the ids claimed.
+
+    As ``messages.claim_for_send``: a message that reached ``sent``, ``failed`` or
+    ``blocked`` is never claimed again, whatever replays its send request.
+    """
+    if not keys:
+        return set()
+    ws, ids = _pairs(keys)
+    cur = await conn.execute(
+        f"UPDATE messages m SET status = 'sending', status_rank = {_SENDING}"
+        " FROM unnest(%s::uuid[], %s::uuid[]) AS v(w, id)"
+        " WHERE m.id = v.id AND m.workspace_id = v.w AND m.direction = 'out'"
+        " AND m.status IN ('pending', 'sending') AND m.provider_message_id IS NULL"
+        " RETURNING m.id",
+        (ws, ids),
+    )
+    return {r["id"] for r in await cur.fetchall()}
+
+
+async def get_conversations(conn: Conn, keys: Sequence[tuple[UUID, UUID]]) -> dict[UUID, Row]:
+    """Conversations by (workspace_id, conversation_id), keyed by id."""
+    if not keys:
+        return {}
+    ws, ids = _pairs(keys)
+    cur = await conn.execute(
+        f"SELECT {', '.join('c.' + c.strip() for c in _CONV_COLS.split(','))}"
+        " FROM conversations c JOIN unnest(%s::uuid[], %s::uuid[]) AS v(w, id)"
+        " ON c.id = v.id AND c.workspace_id = v.w",
+        (ws, ids),
+    )
+    return {r["id"]: r for r in await cur.fetchall()}
+
+
+async def mark_sent(conn: Conn, rows: Sequence[tuple[UUID, UUID, str, datetime]]) -> None:
+    """Providers accepted these (workspace_id, message_id, provider_message_id, sent_at):
+    as ``messages.mark_sent``, statuses that arrived first may rank higher."""
+    if not rows:
+        return
+    await conn.execute(
+        "UPDATE messages m SET provider_message_id = v.pm, sent_at = v.at,"
+        f" status = CASE WHEN m.status_rank > {_SENT} THEN m.status ELSE 'sent' END,"
+        f" status_rank = greatest(m.status_rank, {_SENT})"
+        " FROM unnest(%s::uuid[], %s::uuid[], %s::text[], %s::timestamptz[]) AS v(w, id, pm, at)"
+        " WHERE m.id = v.id AND m.workspace_id = v.w",
+        ([r[0] for r in rows], [r[1] for r in rows], [r[2] for r in rows], [r[3] for r in rows]),
+    )
