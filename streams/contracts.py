@@ -100,8 +100,8 @@ class RawHeaders(BaseModel):
     def encode(
         *,
         provider: str,
-        channel_id: UUID,
-        workspace_id: UUID,
+        channel_id: UUID | str,
+        workspace_id: UUID | str,
         received_at: datetime,
         trace_id: str,
         idempotency_key: str,
