@@ -70,6 +70,13 @@ class Settings(BaseSettings):
         description="Consumer group session and rebalance timeout: how soon a dead worker's "
         "partitions move to another.",
     )
+    stall_seconds: float = Field(
+        default=20.0,
+        description="A partition whose commit has not moved for this long while records "
+        "wait (read past it, or the end offset beyond it) is resumed and sought back to its "
+        "committed offset (a rebalance can skip a record or leave a partition paused). "
+        "Longer than the slowest handling of one batch.",
+    )
     worker_web_bind: str = Field(
         default="127.0.0.1",
         description="Address of the worker's web server (metrics, views); 0.0.0.0 in containers.",

@@ -7,7 +7,9 @@
 
 from __future__ import annotations
 
+import logging
 import socket
+import time
 from dataclasses import dataclass
 
 import faust
@@ -18,6 +20,8 @@ from streams import transport
 from streams.metrics import StreamMetrics
 from streams.resources import Resources
 from streams.topology import Topics, declare_topics
+
+log = logging.getLogger(__name__)
 
 
 class OmnichatApp(faust.App):
@@ -142,6 +146,53 @@ def create_app(settings: Settings) -> OmnichatApp:
                 continue
             lag = max(0, high - (committed + 1 if committed is not None else 0))
             app.metrics.consumer_lag.labels(tp.topic, str(tp.partition)).set(lag)
+
+    stalled: dict[object, tuple[int, float]] = {}
+
+    @app.timer(5.0)
+    async def unstall() -> None:
+        """Get a partition moving again when its commit stopped with records waiting.
+
+        Two faust-on-rebalance failures leave a partition stuck while the worker idles:
+        a record skipped (stale generation) holds the commit below records handled
+        after it, or the partition stays paused after the recovery that paused it.
+        Either way its committed offset stops while records wait (read ahead of it, or
+        the end offset beyond it). Then the partition is resumed and the consumer seeks
+        back to the committed offsets: the waiting records are delivered again (the
+        stages are idempotent, so repeats change nothing).
+        """
+        consumer = app.consumer
+        if app.in_recovery or not consumer.flow_active:
+            stalled.clear()
+            return
+        now = time.monotonic()
+        stuck = []
+        for tp in consumer.assignment():
+            if tp.topic.endswith("-changelog") or "__assignor" in tp.topic:
+                continue
+            committed = consumer._committed_offset.get(tp)  # no public getters
+            read = consumer._read_offset.get(tp)
+            high = consumer.highwater(tp)
+            last = committed if committed is not None else -1
+            waiting = (read is not None and read > last) or (high is not None and high > last + 1)
+            if not waiting:
+                stalled.pop(tp, None)
+                continue
+            since = stalled.get(tp)
+            if since is None or since[0] != last:
+                stalled[tp] = (last, now)
+            elif now - since[1] >= settings.stall_seconds:
+                stuck.append(tp)
+        if stuck:
+            log.warning(
+                "commit stopped for %ss on %s: resuming and seeking back",
+                settings.stall_seconds,
+                ", ".join(f"{tp.topic}[{tp.partition}]" for tp in stuck),
+            )
+            app.metrics.stalls.inc(len(stuck))
+            stalled.clear()
+            consumer.resume_partitions(stuck)
+            await consumer.perform_seek()
 
     from streams import views
     from streams.agents import documents, normalize, pipeline, records

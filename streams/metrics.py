@@ -107,3 +107,8 @@ class StreamMetrics:
             ["metric"],
             registry=r,
         )
+        self.stalls = Counter(
+            "omnichat_stream_stalls_total",
+            "Partitions found stuck after a rebalance and sought back (streams/app.py).",
+            registry=r,
+        )

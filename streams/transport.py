@@ -30,10 +30,22 @@ class ConsumerThread(faust_aiokafka.AIOKafkaConsumerThread):
 
 
 class Consumer(faust_aiokafka.Consumer):
-    """Faust's aiokafka consumer using ``ConsumerThread``."""
+    """Faust's aiokafka consumer using ``ConsumerThread``, and never committing past a gap.
+
+    faust treats a jump in the offsets it reads as a gap (transaction markers,
+    compaction) and lets the commit move past it. Our topics have neither, but a
+    record faust dropped during a rebalance (its delivery raced the flow's
+    suspension while the read offset moved on) looks exactly like one, and was
+    then committed without ever being handled. Without gaps, the commit stops at
+    such a record instead, and ``streams/app.py``'s stall watchdog seeks back to
+    deliver it again.
+    """
 
     def _new_consumer_thread(self) -> faust_aiokafka.AIOKafkaConsumerThread:
         return ConsumerThread(self, loop=self.loop, beacon=self.beacon)
+
+    async def _add_gap(self, tp: Any, offset_from: int, offset_to: int) -> None:
+        return None
 
 
 class Transport(faust_aiokafka.Transport):
