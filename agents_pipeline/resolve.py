@@ -133,16 +133,35 @@ async def resolve(
             mode="bot",
             human_until=None,
         )
+    await bind_agent(
+        conn, msg, outcome, channel=channel, contact=contact, conv=conv, row=row, lookups=lookups
+    )
+    return outcome
+
+
+async def bind_agent(
+    conn: Conn,
+    msg: InboundMessage,
+    outcome: ResolveOutcome,
+    *,
+    channel: dict,
+    contact: dict,
+    conv: dict,
+    row: dict,
+    lookups: Lookups,
+) -> None:
+    """The last decision for a stored message the bot may answer (shared with the batch):
+    nothing to answer, no agent on the channel, or ``outcome.resolved`` for retrieve."""
     if msg.type == "reaction" or not (msg.text and msg.text.strip()):
         outcome.reason = "nothing_to_answer"
-        return outcome
+        return
     if channel["agent_id"] is None:
         outcome.reason = "no_agent"
-        return outcome
+        return
     version = await lookups.published_version(conn, msg.workspace_id, channel["agent_id"])
     if version is None:
         outcome.reason = "no_agent"
-        return outcome
+        return
     outcome.resolved = ResolvedMessage(
         trace_id=msg.trace_id,
         workspace_id=msg.workspace_id,
@@ -160,7 +179,6 @@ async def resolve(
         knowledge_base_ids=list(version["knowledge_base_ids"]),
         received_at=msg.received_at,
     )
-    return outcome
 
 
 async def _from_business_number(

@@ -17,10 +17,10 @@ from typing import Any
 from uuid import UUID
 
 from agents_pipeline.lookups import READ_THROUGH, Lookups
-from agents_pipeline.resolve import ResolveOutcome, resolve
+from agents_pipeline.resolve import ResolveOutcome, bind_agent, resolve
 from storage import bulk, conversations
 from storage.db import Conn
-from streams.contracts import InboundMessage, ResolvedMessage
+from streams.contracts import InboundMessage
 
 _PAYLOAD_FIELDS = {"media", "location", "contacts", "reply", "reaction", "context_message_id"}
 
@@ -187,32 +187,14 @@ async def _resolve_inbound(
                 human_until=None,
             )
             conv["mode"] = "bot"
-        if m.type == "reaction" or not (m.text and m.text.strip()):
-            outcome.reason = "nothing_to_answer"
-            continue
-        channel = channels[m.channel_id]
-        if channel["agent_id"] is None:
-            outcome.reason = "no_agent"
-            continue
-        version = await lookups.published_version(conn, m.workspace_id, channel["agent_id"])
-        if version is None:
-            outcome.reason = "no_agent"
-            continue
-        outcome.resolved = ResolvedMessage(
-            trace_id=m.trace_id,
-            workspace_id=m.workspace_id,
-            channel_id=m.channel_id,
-            provider=m.provider,
-            contact_id=c["id"],
-            contact_external_id=c["external_id"],
-            contact_phone=c["phone"],
-            conversation_id=conv["id"],
-            message_id=row["id"],
-            text=m.text,
-            type=m.type,
-            agent_id=channel["agent_id"],
-            agent_version_id=version["id"],
-            knowledge_base_ids=list(version["knowledge_base_ids"]),
-            received_at=m.received_at,
+        await bind_agent(
+            conn,
+            m,
+            outcome,
+            channel=channels[m.channel_id],
+            contact=c,
+            conv=conv,
+            row=row,
+            lookups=lookups,
         )
     return out
