@@ -1,5 +1,8 @@
 """A faust transport whose consumer fetch wait is our setting, not faust's fixed 1500 ms.
 
+It also takes table recovery's end offsets from ``streams/offsets.py``, because the
+dev broker's ListOffsets answers short (see there), and never commits past a gap.
+
 Tansu (the dev broker) holds a fetch that found no data for the whole wait
 instead of answering when data arrives, so every idle hop of the pipeline costs
 half the wait on average (~750 ms with faust's value). Redpanda and Kafka
@@ -8,11 +11,15 @@ answer at once; there the setting only bounds idle polling.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 import aiokafka
 from faust.transport.drivers import TRANSPORTS
 from faust.transport.drivers import aiokafka as faust_aiokafka
+from faust.types import TP
+
+from streams import offsets
 
 SCHEME = "omnikafka"
 # Set by create_app before the worker starts (one app per process).
@@ -20,13 +27,20 @@ FETCH_MAX_WAIT_MS = {"value": 100}
 
 
 class ConsumerThread(faust_aiokafka.AIOKafkaConsumerThread):
-    """Faust's consumer thread with our fetch wait."""
+    """Faust's consumer thread with our fetch wait and true end offsets."""
 
     def _create_worker_consumer(self, transport: Any) -> aiokafka.AIOKafkaConsumer:
         consumer = super()._create_worker_consumer(transport)
         # aiokafka reads this when start() builds its Fetcher, which has not happened yet.
         consumer._fetch_max_wait_ms = FETCH_MAX_WAIT_MS["value"]
         return consumer
+
+    async def _highwaters(self, partitions: list[TP]) -> Mapping[TP, int]:
+        """End offsets for table recovery, checked by a fetch (see streams/offsets.py)."""
+        if self.consumer.in_transaction:
+            return await super()._highwaters(partitions)
+        servers = faust_aiokafka.server_list(self.transport.url, self.transport.default_port)
+        return await offsets.end_offsets(servers, partitions)  # type: ignore[return-value]
 
 
 class Consumer(faust_aiokafka.Consumer):

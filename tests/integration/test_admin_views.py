@@ -68,10 +68,17 @@ async def test_views_agree_with_the_database_and_metrics_move(
             (tenant.id,),
         )
         runs = await cur.fetchone()
-        cur = await conn.execute(
-            "SELECT * FROM usage_records WHERE workspace_id = %s", (tenant.id,)
-        )
-        record = await cur.fetchone()
+
+    async def usage_row() -> dict | None:
+        # The usage agent adds to its table first and copies the totals to the row after.
+        async with pool.connection() as conn:
+            cur = await conn.execute(
+                "SELECT * FROM usage_records WHERE workspace_id = %s", (tenant.id,)
+            )
+            row = await cur.fetchone()
+        return row if row and row["outbound_messages"] == 3 else None
+
+    record = await wait_until(usage_row, timeout=30)
     status, body = await view(worker, "/agent-runs", headers)
     assert status == 200
     assert body["count"] == runs["n"] == 3 and body["by_outcome"] == {"ok": 3}
