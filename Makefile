@@ -27,7 +27,7 @@ test: $(STAMP)
 
 # The two-worker handover test (opt-in, see its docstring) five times over.
 test-handover: $(STAMP)
-	for i in 1 2 3 4 5; do OMNICHAT_HANDOVER_TEST=1 $(BIN)/pytest -q tests/integration/test_two_workers.py || exit 1; done
+	for i in 1 2 3 4 5; do $(BIN)/pytest -q tests/integration/test_two_workers.py || exit 1; done
 
 bench-ingest: $(STAMP)
 	$(BIN)/python ops/bench/ingest.py

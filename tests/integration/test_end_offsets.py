@@ -37,4 +37,3 @@ async def test_the_end_counts_every_record_of_the_last_batch(settings: Settings)
             assert ends == {full: sent[-1].offset + 1, empty: 0}
     finally:
         await producer.stop()
-
