@@ -184,10 +184,16 @@ def create_app(settings: Settings) -> OmnichatApp:
             elif now - since[1] >= settings.stall_seconds:
                 stuck.append(tp)
         if stuck:
+            paused = consumer._paused_partitions  # no public getter
             log.warning(
                 "commit stopped for %ss on %s: resuming and seeking back",
                 settings.stall_seconds,
-                ", ".join(f"{tp.topic}[{tp.partition}]" for tp in stuck),
+                ", ".join(
+                    f"{tp.topic}[{tp.partition}] (committed {consumer._committed_offset.get(tp)},"
+                    f" read {consumer._read_offset.get(tp)}, end {consumer.highwater(tp)},"
+                    f" {'paused' if tp in paused else 'active'})"
+                    for tp in stuck
+                ),
             )
             app.metrics.stalls.inc(len(stuck))
             stalled.clear()

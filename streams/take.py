@@ -4,7 +4,8 @@ faust's version waits for a full buffer with a timeout in a loop, so an idle age
 wakes every ``within`` seconds (200 times a second at 5 ms, for each of the
 worker's agents) just to find nothing. Here an empty buffer waits for its first
 event with no timeout; only then does the batch wait up to ``within`` for more.
-The buffering, acking and cleanup are faust's (faust-streaming 0.15.3).
+The buffering and cleanup are faust's (faust-streaming 0.15.3); unlike faust's, a
+batch is acked only once the agent asked for the next one.
 """
 
 from __future__ import annotations
@@ -75,11 +76,17 @@ async def _take(
                 nonempty.clear()
                 continue
             consuming = asyncio.get_running_loop().create_future()
+            handled = False
             try:
                 yield list(events)
+                handled = True
             finally:
-                for event in events:
-                    await s.ack(event)
+                # Only a batch the agent came back for was handled. One it abandoned
+                # (the worker stopping, the agent raising) stays unacked, so that the
+                # commit on the way out cannot move past it: it is delivered again.
+                if handled:
+                    for event in events:
+                        await s.ack(event)
                 events.clear()
                 nonempty.clear()
                 notify(consuming)
