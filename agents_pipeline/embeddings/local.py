@@ -14,8 +14,8 @@ for a ~120-word-piece chunk here, and its vectors keep a cosine of at least 0.99
 with float32 ones (ops/eval chunks and questions, ``ops/bench/embed_compare.py``).
 Elsewhere bfloat16 is emulated and slow, so it is on by default only where the CPU has it.
 
-The model runs on an ``EncodePool``: one thread per core, each encoding batches of 8
-single-threaded, over the texts of every concurrent call (``pool.py`` says why: ~74
+The model runs on an ``EncodePool``: one thread per core, each encoding batches of 4
+single-threaded, over the texts of every concurrent call (``pool.py`` says why: ~73
 instead of ~48 chunks/s here).
 """
 
@@ -45,9 +45,11 @@ if TYPE_CHECKING:
 DEFAULT_MODEL = "all-MiniLM-L6-v2"
 DIMENSIONS = 384
 MAX_INPUT_TOKENS = 256  # the model's max_seq_length, special tokens included
-# Texts per encode: on ops/eval chunks (~137 word pieces) batches of 4-8 cost ~26 CPU ms a
-# chunk, 16 ~28 and 64 ~36 (more padding, activations out of cache).
-BATCH_SIZE = 8
+# Texts per encode: on ops/eval chunks (~137 word pieces) batches of 4 cost ~26 CPU ms a
+# chunk, 8 ~27, 16 ~28 and 64 ~36 (more padding, activations out of cache). In the stream,
+# where a batch is matched from a few documents' chunks, 4 pads little more than one call
+# over every chunk does (10.6% against 9.4% padded tokens; at 8: 26% against 12%).
+BATCH_SIZE = 4
 
 
 def model_path() -> Path:
