@@ -246,27 +246,27 @@ async def finish_document(conn: Conn, *, doc: Row, chunks: list[dict[str, Any]])
         if await cur.fetchone() is None:
             return False
         await conn.execute("DELETE FROM chunks WHERE document_id = %s", (doc["id"],))
-        async with conn.cursor() as c:
-            await c.executemany(
-                "INSERT INTO chunks (workspace_id, knowledge_base_id, document_id, position,"
-                " text, heading, tokens, dimensions, embedding, tsv) VALUES"
-                f" (%s, %s, %s, %s, %s, %s, %s, %s, %s, to_tsvector('{config}', %s))",
-                [
-                    (
-                        doc["workspace_id"],
-                        doc["knowledge_base_id"],
-                        doc["id"],
-                        ch["position"],
-                        ch["text"],
-                        ch.get("heading"),
-                        ch["tokens"],
-                        len(ch["embedding"]),
-                        Vector(ch["embedding"]),
-                        search_text(ch["text"], doc["language"]),
-                    )
-                    for ch in chunks
-                ],
-            )
+        # One statement for all of them: the kb_terms trigger (once per statement) then
+        # counts the document's lexemes in one upsert, not one per chunk.
+        await conn.execute(
+            "INSERT INTO chunks (workspace_id, knowledge_base_id, document_id, position, text,"
+            " heading, tokens, dimensions, embedding, tsv)"
+            f" SELECT %s, %s, %s, p, t, h, n, d, e, to_tsvector('{config}', s) FROM"
+            " unnest(%s::int[], %s::text[], %s::text[], %s::int[], %s::int[], %b::vector[],"
+            " %s::text[]) AS v(p, t, h, n, d, e, s)",
+            (
+                doc["workspace_id"],
+                doc["knowledge_base_id"],
+                doc["id"],
+                [ch["position"] for ch in chunks],
+                [ch["text"] for ch in chunks],
+                [ch.get("heading") for ch in chunks],
+                [ch["tokens"] for ch in chunks],
+                [len(ch["embedding"]) for ch in chunks],
+                [Vector(ch["embedding"]) for ch in chunks],
+                [search_text(ch["text"], doc["language"]) for ch in chunks],
+            ),
+        )
         await conn.execute(
             "UPDATE documents SET status = 'ready', chunk_count = %s, content = NULL,"
             " error = NULL WHERE id = %s",

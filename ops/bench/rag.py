@@ -8,7 +8,7 @@ In one run, each part on its own (nothing else of ours running while it measures
 
 a. raw encode: MiniLM (``get_embedder("local")``, as the worker uses it) on the chunks of
    ops/eval/documents, model loaded: chunks/s and model tokens/s, median of 3 runs, for
-   one ``embed_passages`` call over every chunk (batches of 64) and for one call per
+   one ``embed_passages`` call over every chunk (the embedder's own batching) and for one call per
    document (what ingestion does); measured again after (b) to catch a change of load;
 b. ingestion through the stream: a fresh Tansu broker, PostgreSQL, Redis, the gateway and
    one worker (``python -m omnichat.cli gateway|worker``, OMNICHAT_* env). A knowledge
@@ -910,7 +910,7 @@ def report(
     print(f"    {'':<38}{'chunks/s':>10}{'tokens/s':>10}   runs (chunks/s)")
     tpc = raw.tokens / raw.chunks
     print(
-        f"    {'one call, batches of 64 (median of 3)':<38}{raw.rate:>10.1f}"
+        f"    {'one call over every chunk (median of 3)':<38}{raw.rate:>10.1f}"
         f"{raw.rate * tpc:>10.0f}   {', '.join(f'{r:.1f}' for r in raw.all_rates)}"
     )
     print(

@@ -1,8 +1,10 @@
 """Agent on ``documents.ingest``: extract, chunk, embed and index one document at a time.
 
-Documents are independent, so the agent runs a few at once (the model's encode runs in
-a thread and releases the GIL); a timer re-queues documents left waiting (an event
-that never made it to the topic, a worker that died mid-document).
+Documents are independent, so the agent runs a few at once: while one is extracted or
+written, the embedder's threads (one per core, fed from every document's chunks) encode
+the others' chunks, and are never left waiting for the next document. A timer re-queues
+documents left waiting (an event that never made it to the topic, a worker that died
+mid-document).
 """
 
 from __future__ import annotations
@@ -24,6 +26,10 @@ log = logging.getLogger(__name__)
 
 SWEEP_EVERY = 30.0
 STUCK_AFTER = 120.0  # seconds a document may wait before the sweep queues it again
+# Documents being extracted, embedded or written at once (each up to 20 MB in memory), and
+# per batch: a batch ends when its last document does, so its tail leaves the model idle.
+IN_FLIGHT = 4
+BATCH = 32
 
 
 def register(app: OmnichatApp) -> None:
@@ -47,9 +53,9 @@ def register(app: OmnichatApp) -> None:
         topic=t.documents,
         model=DocumentIngest,
         handle=on_document,
-        batch=8,
+        batch=BATCH,
         within=0.05,
-        concurrency=2,
+        concurrency=IN_FLIGHT,
     )
 
     @app.timer(SWEEP_EVERY)
