@@ -153,11 +153,11 @@ def create_app(settings: Settings) -> OmnichatApp:
     async def unstall() -> None:
         """Get a partition moving again when its commit stopped with records waiting.
 
-        Two faust-on-rebalance failures leave a partition stuck while the worker idles:
-        a record skipped (stale generation) holds the commit below records handled
-        after it, or the partition stays paused after the recovery that paused it.
-        Either way its committed offset stops while records wait (read ahead of it, or
-        the end offset beyond it). Then the partition is resumed and the consumer seeks
+        A rebalance can leave a partition stuck while the worker idles: a record
+        whose ack was refused (streams/transport.py) holds the commit below records
+        handled after it and no seek delivers it again, or the partition stays paused
+        after the recovery that paused it. Either way its committed offset stops while
+        records wait beyond it. Then the partition is resumed and the consumer seeks
         back to the committed offsets: the waiting records are delivered again (the
         stages are idempotent, so repeats change nothing).
         """
@@ -170,17 +170,16 @@ def create_app(settings: Settings) -> OmnichatApp:
         for tp in consumer.assignment():
             if tp.topic.endswith("-changelog") or "__assignor" in tp.topic:
                 continue
-            committed = consumer._committed_offset.get(tp)  # no public getters
-            read = consumer._read_offset.get(tp)
+            # The committed offset is the next one to handle; the high watermark the
+            # offset after the last record. No public getters.
+            committed = consumer._committed_offset.get(tp) or 0
             high = consumer.highwater(tp)
-            last = committed if committed is not None else -1
-            waiting = (read is not None and read > last) or (high is not None and high > last + 1)
-            if not waiting:
+            if high is None or high <= committed:
                 stalled.pop(tp, None)
                 continue
             since = stalled.get(tp)
-            if since is None or since[0] != last:
-                stalled[tp] = (last, now)
+            if since is None or since[0] != committed:
+                stalled[tp] = (committed, now)
             elif now - since[1] >= settings.stall_seconds:
                 stuck.append(tp)
         if stuck:

@@ -18,6 +18,7 @@ import aiokafka
 from faust.transport.drivers import TRANSPORTS
 from faust.transport.drivers import aiokafka as faust_aiokafka
 from faust.types import TP
+from faust.utils.functional import consecutive_numbers
 
 from streams import offsets
 
@@ -41,6 +42,23 @@ class ConsumerThread(faust_aiokafka.AIOKafkaConsumerThread):
             return await super()._highwaters(partitions)
         servers = faust_aiokafka.server_list(self.transport.url, self.transport.default_port)
         return await offsets.end_offsets(servers, partitions)  # type: ignore[return-value]
+
+
+def commit_point(acked: list[int], committed: int | None) -> list[int]:
+    """The acked offsets that the commit may move over, in order (sorts ``acked``).
+
+    ``committed`` is the next offset to handle (Kafka's meaning). Only a run of
+    acked offsets that starts there can be committed. faust-streaming 0.15.3
+    checks ``min(acked) - committed > 1``: with the record at ``committed`` not
+    done and the one after it acked, it committed past the missing record, which
+    was then never handled (after a rebalance: one message lost in several
+    handover runs). With no committed offset yet, the first run is taken, as faust
+    does (the partition was read from its beginning).
+    """
+    acked.sort()
+    if not acked or (committed is not None and acked[0] != committed):
+        return []
+    return next(consecutive_numbers(acked))
 
 
 class Consumer(faust_aiokafka.Consumer):
@@ -75,6 +93,23 @@ class Consumer(faust_aiokafka.Consumer):
         ):
             return False
         return super().ack(message)
+
+    def _new_offset(self, tp: TP) -> int | None:
+        """The offset to commit for ``tp``: see ``commit_point``."""
+        acked = self._acked[tp]
+        if not acked:
+            return None
+        committed = self._committed_offset[tp]
+        if committed is not None and min(acked) < committed:  # already committed
+            stale = [offset for offset in acked if offset < committed]
+            acked[:] = [offset for offset in acked if offset >= committed]
+            self._acked_index[tp].difference_update(stale)
+        done = commit_point(acked, committed)
+        if done:
+            del acked[: len(done)]
+            self._acked_index[tp].difference_update(done)
+            return done[-1] + 1
+        return None
 
     def _new_consumer_thread(self) -> faust_aiokafka.AIOKafkaConsumerThread:
         return ConsumerThread(self, loop=self.loop, beacon=self.beacon)

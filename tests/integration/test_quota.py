@@ -111,13 +111,20 @@ async def test_token_quota_crossed_mid_stream_stops_llm_calls_at_the_limit(
     assert all(r["reply_text"] == FALLBACK for r in refused)
     texts = [m["text"] for m in await out_messages(pool, ch["id"])]
     assert texts.count(FALLBACK) == len(refused)
-    async with pool.connection() as conn:
-        cur = await conn.execute(
-            "SELECT details FROM audit_log WHERE workspace_id = %s AND action = 'quota.exceeded'",
-            (tenant.id,),
-        )
-        audits = await cur.fetchall()
-    assert len(audits) == 1 and audits[0]["details"]["metric"] == "llm_tokens"
+
+    async def audits() -> list:  # written by the audit agent, after the replies
+        async with pool.connection() as conn:
+            cur = await conn.execute(
+                "SELECT details FROM audit_log WHERE workspace_id = %s"
+                " AND action = 'quota.exceeded'",
+                (tenant.id,),
+            )
+            return await cur.fetchall()
+
+    await wait_until(audits, timeout=30)
+    await asyncio.sleep(1.0)  # room for a second row to show up
+    rows = await audits()
+    assert len(rows) == 1 and rows[0]["details"]["metric"] == "llm_tokens"
     refusals = await metric_total(worker.web_url, "omnichat_quota_refusals_total")
     assert refusals - refusals_before == len(refused)
 
