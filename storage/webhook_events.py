@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any
 from uuid import UUID
-
-from psycopg.types.json import Jsonb
 
 from storage.db import Conn
 
@@ -20,40 +19,37 @@ async def insert_events(conn: Conn, rows: list[dict[str, Any]]) -> dict[str, tup
     """
     if not rows:
         return {}
-    cols = (
-        "workspace_id",
-        "channel_id",
-        "provider",
-        "idempotency_key",
-        "raw_payload",
-        "raw_headers",
-        "trace_id",
-        "received_at",
-    )
-    values = ", ".join(["(%s, %s, %s, %s, %s, %s, %s, %s)"] * len(rows))
-    params: list[Any] = []
-    for r in rows:
-        params += [
-            r["workspace_id"],
-            r["channel_id"],
-            r["provider"],
-            r["idempotency_key"],
-            Jsonb(r["raw_payload"]),
-            Jsonb(r["raw_headers"]),
-            r["trace_id"],
-            r["received_at"],
-        ]
+
+    def column(name: str) -> list[Any]:
+        return [r[name] for r in rows]
+
+    # Arrays through unnest (one statement text whatever the batch size, so it is parsed
+    # and prepared once); the JSON documents as one JSON array each, encoded in one call.
     await conn.execute(
-        f"INSERT INTO webhook_events ({', '.join(cols)}) VALUES {values}"
-        " ON CONFLICT (workspace_id, idempotency_key) DO NOTHING",
-        params,
+        "INSERT INTO webhook_events (workspace_id, channel_id, provider, idempotency_key,"
+        " raw_payload, raw_headers, trace_id, received_at)"
+        " SELECT v.w, v.ch, v.p, v.k, j.payload, h.headers, v.tr, v.at"
+        " FROM unnest(%s::uuid[], %s::uuid[], %s::text[], %s::text[], %s::text[],"
+        " %s::timestamptz[]) WITH ORDINALITY AS v(w, ch, p, k, tr, at, n)"
+        " JOIN jsonb_array_elements(%s::jsonb) WITH ORDINALITY AS j(payload, n) ON j.n = v.n"
+        " JOIN jsonb_array_elements(%s::jsonb) WITH ORDINALITY AS h(headers, n) ON h.n = v.n"
+        " ORDER BY v.n ON CONFLICT (workspace_id, idempotency_key) DO NOTHING",
+        (
+            column("workspace_id"),
+            column("channel_id"),
+            column("provider"),
+            column("idempotency_key"),
+            column("trace_id"),
+            column("received_at"),
+            json.dumps(column("raw_payload")),
+            json.dumps(column("raw_headers")),
+        ),
     )
-    pairs = [(r["workspace_id"], r["idempotency_key"]) for r in rows]
     cur = await conn.execute(
-        "SELECT id, workspace_id, idempotency_key, normalized IS NOT NULL AS forwarded"
-        " FROM webhook_events WHERE (workspace_id, idempotency_key) IN"
-        f" ({', '.join(['(%s, %s)'] * len(pairs))})",
-        [x for p in pairs for x in p],
+        "SELECT e.id, e.workspace_id, e.idempotency_key, e.normalized IS NOT NULL AS forwarded"
+        " FROM webhook_events e JOIN unnest(%s::uuid[], %s::text[]) AS v(w, k)"
+        " ON e.workspace_id = v.w AND e.idempotency_key = v.k",
+        (column("workspace_id"), column("idempotency_key")),
     )
     return {
         f"{row['workspace_id']}:{row['idempotency_key']}": (row["id"], row["forwarded"])
@@ -66,10 +62,11 @@ async def mark_forwarded(conn: Conn, normalized: dict[UUID, Any]) -> None:
     if not normalized:
         return
     await conn.execute(
-        "UPDATE webhook_events AS w SET normalized = v.n::jsonb FROM (VALUES "
-        + ", ".join(["(%s::uuid, %s)"] * len(normalized))
-        + ") AS v(id, n) WHERE w.id = v.id",
-        [x for item in normalized.items() for x in (item[0], Jsonb(item[1]))],
+        "UPDATE webhook_events AS w SET normalized = v.doc FROM ("
+        "SELECT i.id, j.doc FROM unnest(%s::uuid[]) WITH ORDINALITY AS i(id, n)"
+        " JOIN jsonb_array_elements(%s::jsonb) WITH ORDINALITY AS j(doc, n) ON j.n = i.n"
+        ") AS v WHERE w.id = v.id",
+        (list(normalized), json.dumps(list(normalized.values()))),
     )
 
 
