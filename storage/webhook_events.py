@@ -25,7 +25,7 @@ async def insert_events(conn: Conn, rows: list[dict[str, Any]]) -> dict[str, tup
 
     # Arrays through unnest (one statement text whatever the batch size, so it is parsed
     # and prepared once); the JSON documents as one JSON array each, encoded in one call.
-    await conn.execute(
+    cur = await conn.execute(
         "INSERT INTO webhook_events (workspace_id, channel_id, provider, idempotency_key,"
         " raw_payload, raw_headers, trace_id, received_at)"
         " SELECT v.w, v.ch, v.p, v.k, j.payload, h.headers, v.tr, v.at"
@@ -33,7 +33,8 @@ async def insert_events(conn: Conn, rows: list[dict[str, Any]]) -> dict[str, tup
         " %s::timestamptz[]) WITH ORDINALITY AS v(w, ch, p, k, tr, at, n)"
         " JOIN jsonb_array_elements(%s::jsonb) WITH ORDINALITY AS j(payload, n) ON j.n = v.n"
         " JOIN jsonb_array_elements(%s::jsonb) WITH ORDINALITY AS h(headers, n) ON h.n = v.n"
-        " ORDER BY v.n ON CONFLICT (workspace_id, idempotency_key) DO NOTHING",
+        " ORDER BY v.n ON CONFLICT (workspace_id, idempotency_key) DO NOTHING"
+        " RETURNING id, workspace_id, idempotency_key, false AS forwarded",
         (
             column("workspace_id"),
             column("channel_id"),
@@ -45,16 +46,22 @@ async def insert_events(conn: Conn, rows: list[dict[str, Any]]) -> dict[str, tup
             json.dumps(column("raw_headers")),
         ),
     )
-    cur = await conn.execute(
-        "SELECT e.id, e.workspace_id, e.idempotency_key, e.normalized IS NOT NULL AS forwarded"
-        " FROM webhook_events e JOIN unnest(%s::uuid[], %s::text[]) AS v(w, k)"
-        " ON e.workspace_id = v.w AND e.idempotency_key = v.k",
-        (column("workspace_id"), column("idempotency_key")),
-    )
-    return {
-        f"{row['workspace_id']}:{row['idempotency_key']}": (row["id"], row["forwarded"])
-        for row in await cur.fetchall()
-    }
+    found = {f"{r['workspace_id']}:{r['idempotency_key']}": r for r in await cur.fetchall()}
+    missing = [r for r in rows if f"{r['workspace_id']}:{r['idempotency_key']}" not in found]
+    if missing:  # delivered before: the row stored then (ANY keeps to the unique index)
+        cur = await conn.execute(
+            "SELECT id, workspace_id, idempotency_key, normalized IS NOT NULL AS forwarded"
+            " FROM webhook_events WHERE workspace_id = ANY(%s::uuid[])"
+            " AND idempotency_key = ANY(%s::text[])",
+            (
+                list({r["workspace_id"] for r in missing}),
+                [r["idempotency_key"] for r in missing],
+            ),
+        )
+        found.update(
+            {f"{r['workspace_id']}:{r['idempotency_key']}": r for r in await cur.fetchall()}
+        )
+    return {key: (r["id"], r["forwarded"]) for key, r in found.items()}
 
 
 async def mark_forwarded(conn: Conn, normalized: dict[UUID, Any]) -> None:
