@@ -324,9 +324,13 @@ async def histories(
     cur = await conn.execute(
         "SELECT v.n, h.direction, h.author, h.text, h.created_at"
         " FROM unnest(%s::uuid[], %s::uuid[], %s::uuid[]) WITH ORDINALITY AS v(w, c, m, n)"
+        # The message's own time first, by its id (LIMIT keeps it a per-row index lookup:
+        # a plain join on unnest was planned as a hash over all messages), then the
+        # history below it on (conversation_id, created_at).
+        " CROSS JOIN LATERAL (SELECT created_at FROM messages"
+        " WHERE id = v.m AND workspace_id = v.w LIMIT 1) a"
         " CROSS JOIN LATERAL (SELECT direction, author, text, created_at, id FROM messages"
-        " WHERE conversation_id = v.c AND workspace_id = v.w AND created_at < ("
-        "SELECT created_at FROM messages WHERE id = v.m AND workspace_id = v.w)"
+        " WHERE conversation_id = v.c AND workspace_id = v.w AND created_at < a.created_at"
         " AND text IS NOT NULL AND status NOT IN ('failed', 'blocked')"
         " ORDER BY created_at DESC, id DESC LIMIT %s) h ORDER BY v.n, h.created_at, h.id",
         ([k[0] for k in keys], [k[1] for k in keys], [k[2] for k in keys], limit),
