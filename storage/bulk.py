@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import datetime
+from decimal import Decimal
 from typing import Any
 from uuid import UUID
 
@@ -22,12 +23,14 @@ from psycopg.types.json import Jsonb
 from storage import contacts as _contacts
 from storage import conversations as _conversations
 from storage import messages as _messages
+from storage import runs as _runs
 from storage.db import Conn
 
 Row = dict[str, Any]
 _CONTACT_COLS = _contacts._COLS
 _CONV_COLS = _conversations.COLS
 _MSG_COLS = _messages.COLS
+_RUN_COLS = _runs.COLS
 _SENDING = _messages.STATUS_RANK["sending"]
 _SENT = _messages.STATUS_RANK["sent"]
 
@@ -294,3 +297,94 @@ async def mark_sent(conn: Conn, rows: Sequence[tuple[UUID, UUID, str, datetime]]
         " WHERE m.id = v.id AND m.workspace_id = v.w",
         ([r[0] for r in rows], [r[1] for r in rows], [r[2] for r in rows], [r[3] for r in rows]),
     )
+
+
+async def runs_for_messages(conn: Conn, keys: Sequence[tuple[UUID, UUID]]) -> dict[UUID, Row]:
+    """The runs that already answered these inbound messages (workspace_id, message_id),
+    keyed by message id (``runs.get_run_for_message`` for a batch)."""
+    if not keys:
+        return {}
+    ws, ids = _pairs(keys)
+    cur = await conn.execute(
+        f"SELECT {', '.join('r.' + c.strip() for c in _RUN_COLS.split(','))} FROM agent_runs r"
+        " JOIN unnest(%s::uuid[], %s::uuid[]) AS v(w, m)"
+        " ON r.message_id = v.m AND r.workspace_id = v.w",
+        (ws, ids),
+    )
+    return {r["message_id"]: r for r in await cur.fetchall()}
+
+
+async def histories(
+    conn: Conn, keys: Sequence[tuple[UUID, UUID, UUID]], *, limit: int = 40
+) -> list[list[Row]]:
+    """Per (workspace_id, conversation_id, message_id), in order: ``messages.history`` of
+    that message, oldest first; one statement for the batch."""
+    if not keys:
+        return []
+    cur = await conn.execute(
+        "SELECT v.n, h.direction, h.author, h.text, h.created_at"
+        " FROM unnest(%s::uuid[], %s::uuid[], %s::uuid[]) WITH ORDINALITY AS v(w, c, m, n)"
+        # The message's own time first, by its id (LIMIT keeps it a per-row index lookup:
+        # a plain join on unnest was planned as a hash over all messages), then the
+        # history below it on (conversation_id, created_at).
+        " CROSS JOIN LATERAL (SELECT created_at FROM messages"
+        " WHERE id = v.m AND workspace_id = v.w LIMIT 1) a"
+        " CROSS JOIN LATERAL (SELECT direction, author, text, created_at, id FROM messages"
+        " WHERE conversation_id = v.c AND workspace_id = v.w AND created_at < a.created_at"
+        " AND text IS NOT NULL AND status NOT IN ('failed', 'blocked')"
+        " ORDER BY created_at DESC, id DESC LIMIT %s) h ORDER BY v.n, h.created_at, h.id",
+        ([k[0] for k in keys], [k[1] for k in keys], [k[2] for k in keys], limit),
+    )
+    out: list[list[Row]] = [[] for _ in keys]
+    for r in await cur.fetchall():
+        out[r.pop("n") - 1].append(r)
+    return out
+
+
+_RUN_FIELDS = (
+    ("workspace_id", "uuid"),
+    ("agent_id", "uuid"),
+    ("version_id", "uuid"),
+    ("conversation_id", "uuid"),
+    ("message_id", "uuid"),
+    ("model", "text"),
+    ("prompt_tokens", "int"),
+    ("completion_tokens", "int"),
+    ("latency_ms", "int"),
+    ("cost_usd", "numeric"),
+    ("sources", "jsonb"),
+    ("outcome", "text"),
+    ("error", "text"),
+    ("reply_text", "text"),
+    ("trace_id", "text"),
+)
+
+
+def _run_value(kind: str, value: Any) -> Any:
+    """A run field as ``runs.insert_run`` stores it (cost as the decimal of its repr)."""
+    if kind == "jsonb":
+        return Jsonb(value)
+    if kind == "numeric":
+        return Decimal(str(value))
+    return value
+
+
+async def insert_runs(conn: Conn, rows: list[Row]) -> dict[UUID, tuple[Row, bool]]:
+    """Record runs (the fields of ``runs.insert_run``) in order; per message id, the stored
+    run and whether it was created now (a retry returns the run stored before)."""
+    if not rows:
+        return {}
+    names = ", ".join(name for name, _ in _RUN_FIELDS)
+    arrays = ", ".join(f"%s::{kind}[]" for _, kind in _RUN_FIELDS)
+    short = ", ".join(f"c{i}" for i in range(len(_RUN_FIELDS)))
+    values = [[_run_value(kind, r[name]) for r in rows] for name, kind in _RUN_FIELDS]
+    cur = await conn.execute(
+        f"INSERT INTO agent_runs ({names}, created_at) SELECT {short}, {_ORDERED_NOW}"
+        f" FROM unnest({arrays}) WITH ORDINALITY AS v({short}, n) ORDER BY v.n"
+        f" ON CONFLICT (message_id) DO NOTHING RETURNING {_RUN_COLS}",
+        values,
+    )
+    out = {r["message_id"]: (r, True) for r in await cur.fetchall()}
+    missing = [(r["workspace_id"], r["message_id"]) for r in rows if r["message_id"] not in out]
+    out.update({m: (r, False) for m, r in (await runs_for_messages(conn, missing)).items()})
+    return out

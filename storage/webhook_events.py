@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any
 from uuid import UUID
-
-from psycopg.types.json import Jsonb
 
 from storage.db import Conn
 
@@ -20,45 +19,49 @@ async def insert_events(conn: Conn, rows: list[dict[str, Any]]) -> dict[str, tup
     """
     if not rows:
         return {}
-    cols = (
-        "workspace_id",
-        "channel_id",
-        "provider",
-        "idempotency_key",
-        "raw_payload",
-        "raw_headers",
-        "trace_id",
-        "received_at",
-    )
-    values = ", ".join(["(%s, %s, %s, %s, %s, %s, %s, %s)"] * len(rows))
-    params: list[Any] = []
-    for r in rows:
-        params += [
-            r["workspace_id"],
-            r["channel_id"],
-            r["provider"],
-            r["idempotency_key"],
-            Jsonb(r["raw_payload"]),
-            Jsonb(r["raw_headers"]),
-            r["trace_id"],
-            r["received_at"],
-        ]
-    await conn.execute(
-        f"INSERT INTO webhook_events ({', '.join(cols)}) VALUES {values}"
-        " ON CONFLICT (workspace_id, idempotency_key) DO NOTHING",
-        params,
-    )
-    pairs = [(r["workspace_id"], r["idempotency_key"]) for r in rows]
+
+    def column(name: str) -> list[Any]:
+        return [r[name] for r in rows]
+
+    # Arrays through unnest (one statement text whatever the batch size, so it is parsed
+    # and prepared once); the JSON documents as one JSON array each, encoded in one call.
     cur = await conn.execute(
-        "SELECT id, workspace_id, idempotency_key, normalized IS NOT NULL AS forwarded"
-        " FROM webhook_events WHERE (workspace_id, idempotency_key) IN"
-        f" ({', '.join(['(%s, %s)'] * len(pairs))})",
-        [x for p in pairs for x in p],
+        "INSERT INTO webhook_events (workspace_id, channel_id, provider, idempotency_key,"
+        " raw_payload, raw_headers, trace_id, received_at)"
+        " SELECT v.w, v.ch, v.p, v.k, j.payload, h.headers, v.tr, v.at"
+        " FROM unnest(%s::uuid[], %s::uuid[], %s::text[], %s::text[], %s::text[],"
+        " %s::timestamptz[]) WITH ORDINALITY AS v(w, ch, p, k, tr, at, n)"
+        " JOIN jsonb_array_elements(%s::jsonb) WITH ORDINALITY AS j(payload, n) ON j.n = v.n"
+        " JOIN jsonb_array_elements(%s::jsonb) WITH ORDINALITY AS h(headers, n) ON h.n = v.n"
+        " ORDER BY v.n ON CONFLICT (workspace_id, idempotency_key) DO NOTHING"
+        " RETURNING id, workspace_id, idempotency_key, false AS forwarded",
+        (
+            column("workspace_id"),
+            column("channel_id"),
+            column("provider"),
+            column("idempotency_key"),
+            column("trace_id"),
+            column("received_at"),
+            json.dumps(column("raw_payload")),
+            json.dumps(column("raw_headers")),
+        ),
     )
-    return {
-        f"{row['workspace_id']}:{row['idempotency_key']}": (row["id"], row["forwarded"])
-        for row in await cur.fetchall()
-    }
+    found = {f"{r['workspace_id']}:{r['idempotency_key']}": r for r in await cur.fetchall()}
+    missing = [r for r in rows if f"{r['workspace_id']}:{r['idempotency_key']}" not in found]
+    if missing:  # delivered before: the row stored then (ANY keeps to the unique index)
+        cur = await conn.execute(
+            "SELECT id, workspace_id, idempotency_key, normalized IS NOT NULL AS forwarded"
+            " FROM webhook_events WHERE workspace_id = ANY(%s::uuid[])"
+            " AND idempotency_key = ANY(%s::text[])",
+            (
+                list({r["workspace_id"] for r in missing}),
+                [r["idempotency_key"] for r in missing],
+            ),
+        )
+        found.update(
+            {f"{r['workspace_id']}:{r['idempotency_key']}": r for r in await cur.fetchall()}
+        )
+    return {key: (r["id"], r["forwarded"]) for key, r in found.items()}
 
 
 async def mark_forwarded(conn: Conn, normalized: dict[UUID, Any]) -> None:
@@ -66,10 +69,11 @@ async def mark_forwarded(conn: Conn, normalized: dict[UUID, Any]) -> None:
     if not normalized:
         return
     await conn.execute(
-        "UPDATE webhook_events AS w SET normalized = v.n::jsonb FROM (VALUES "
-        + ", ".join(["(%s::uuid, %s)"] * len(normalized))
-        + ") AS v(id, n) WHERE w.id = v.id",
-        [x for item in normalized.items() for x in (item[0], Jsonb(item[1]))],
+        "UPDATE webhook_events AS w SET normalized = v.doc FROM ("
+        "SELECT i.id, j.doc FROM unnest(%s::uuid[]) WITH ORDINALITY AS i(id, n)"
+        " JOIN jsonb_array_elements(%s::jsonb) WITH ORDINALITY AS j(doc, n) ON j.n = i.n"
+        ") AS v WHERE w.id = v.id",
+        (list(normalized), json.dumps(list(normalized.values()))),
     )
 
 

@@ -18,6 +18,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from omnichat.settings import Settings
 from streams import transport
 from streams.metrics import StreamMetrics
+from streams.produce import KeyPartitioner
 from streams.resources import Resources
 from streams.topology import Topics, declare_topics
 
@@ -87,6 +88,10 @@ def create_app(settings: Settings) -> OmnichatApp:
         topic_partitions=settings.topic_partitions,
         topic_replication_factor=1,
         producer_acks=-1,
+        # aiokafka sends one batch per partition per request, one request at a time: with
+        # faust's 16 KiB batches a stage's burst of outputs took many round trips.
+        producer_max_batch_size=512 * 1024,
+        producer_partitioner=KeyPartitioner(),
         processing_guarantee="at_least_once",
         consumer_auto_offset_reset="earliest",
         web_enabled=True,

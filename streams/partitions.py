@@ -12,9 +12,9 @@ from __future__ import annotations
 
 from uuid import UUID
 
-from aiokafka.partitioner import murmur2
+from streams.produce import cached_murmur2
 
 
 def workspace_partition(workspace_id: UUID | str, partitions: int) -> int:
     """The partition of ``workspace_id`` among ``partitions`` (Kafka's default for its key)."""
-    return (murmur2(str(workspace_id).encode()) & 0x7FFFFFFF) % partitions
+    return (cached_murmur2(str(workspace_id).encode()) & 0x7FFFFFFF) % partitions

@@ -37,8 +37,14 @@ def encode(text: str) -> list[int]:
     return get_encoding().encode(text, disallowed_special=())
 
 
+@functools.lru_cache(maxsize=4096)
 def count_tokens(text: str) -> int:
-    """Number of tokens in ``text``."""
+    """Number of tokens in ``text``.
+
+    Cached: every prompt counts the same texts again (the system prompt and rules, a
+    conversation's earlier turns, a base's passages, the role names), and encoding was
+    most of a prompt's cost.
+    """
     if not text:
         return 0
     return len(encode(text))

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any
 import faust
 
 from agents_pipeline import normalize as stage
-from streams import tables
+from streams import produce, tables
 from streams.contracts import DeadLetter, InboundMessage
 from streams.retry import with_retry
 from streams.take import take_batches
@@ -37,11 +37,11 @@ def register(app: OmnichatApp, dedupe: faust.Table) -> None:
         futures = []
         for p in result.forward:
             if p.dead is not None:
-                futures.append(await topics.deadletter.send(value=encode(p.dead)))
+                futures.append(await produce.send(app, topics.deadletter, encode(p.dead)))
             for ev in p.events:
                 topic = topics.normalized if isinstance(ev, InboundMessage) else topics.status
-                futures.append(await topic.send(key=ev.key.encode(), value=encode(ev)))
-        futures += [await topics.deadletter.send(value=encode(d)) for d in result.dead]
+                futures.append(await produce.send(app, topic, encode(ev), ev.key.encode()))
+        futures += [await produce.send(app, topics.deadletter, encode(d)) for d in result.dead]
         for fut in futures:
             await fut  # on the topics before the rows say "forwarded"
         await stage.mark_batch_forwarded(pool, result)

@@ -18,7 +18,8 @@ from agents_pipeline.reply import prepare_replies, prepare_reply
 from agents_pipeline.resolve import ResolveOutcome, resolve
 from agents_pipeline.resolve_batch import resolve_batch
 from agents_pipeline.retrieve import NoKnowledge, Retriever, retrieve
-from agents_pipeline.run_agent import run_agent
+from agents_pipeline.run_agent import AgentRun, Unreported, run_agent
+from agents_pipeline.run_agent_batch import run_agents
 from agents_pipeline.send import SendOutcome, deliver, deliver_batch
 from agents_pipeline.status import apply_status
 from streams.agents.stage import Out, stage_agent
@@ -99,6 +100,7 @@ def register(
     knowledge = retriever or NoKnowledge()
     lookups = Lookups(ttl=5.0)
     gate = QuotaGate(WorkspaceCounters(quota_counters, s.topic_partitions))
+    unreported = Unreported()  # LLM runs of a failed batch attempt, reported by its retry
 
     async def on_normalized(msg: InboundMessage) -> list[Out]:
         pool = await res.pool()
@@ -168,8 +170,31 @@ def register(
         pool = await res.pool()
         await res.http()  # opens the LLM client when one is configured
         run = await run_agent(
-            pool, msg, llm=res.llm, default_model=s.llm_model, lookups=lookups, gate=gate
+            pool,
+            msg,
+            llm=res.llm,
+            default_model=s.llm_model,
+            lookups=lookups,
+            gate=gate,
+            unreported=unreported,
         )
+        return generated_outs(msg, run)
+
+    async def on_retrieved_batch(msgs: list[RetrievedMessage]) -> list[list[Out]]:
+        pool = await res.pool()
+        await res.http()
+        done = await run_agents(
+            pool,
+            msgs,
+            llm=res.llm,
+            default_model=s.llm_model,
+            lookups=lookups,
+            gate=gate,
+            unreported=unreported,
+        )
+        return [generated_outs(m, run) for m, run in zip(msgs, done, strict=True)]
+
+    def generated_outs(msg: RetrievedMessage, run: AgentRun) -> list[Out]:
         out: list[Out] = [Out(t.generated, run.reply, run.reply.key)]
         r = run.result
         if r is not None:
@@ -309,7 +334,12 @@ def register(
     stage_agent(app, name="status", topic=t.status, model=StatusUpdate, handle=on_status)
     stage_agent(app, name="retrieve", topic=t.resolved, model=ResolvedMessage, handle=on_resolved)
     stage_agent(
-        app, name="generate", topic=t.retrieved, model=RetrievedMessage, handle=on_retrieved
+        app,
+        name="generate",
+        topic=t.retrieved,
+        model=RetrievedMessage,
+        handle=on_retrieved,
+        handle_batch=on_retrieved_batch,
     )
     stage_agent(
         app,

@@ -30,6 +30,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import faust
 from pydantic import BaseModel, ValidationError
 
+from streams import produce
 from streams.contracts import DeadLetter, UsageEvent
 from streams.retry import TRANSIENT, with_retry
 from streams.take import take_batches
@@ -234,9 +235,7 @@ def stage_agent(
             futures = []
             for o in _add_up_usage(outs):
                 key = o.key.encode() if o.key is not None else None
-                futures.append(
-                    await o.topic.send(key=key, value=encode(o.value), partition=o.partition)
-                )
+                futures.append(await produce.send(app, o.topic, encode(o.value), key, o.partition))
                 if o.topic is app.topics_.deadletter:
                     m.events_failed.labels(name).inc()
                 else:
