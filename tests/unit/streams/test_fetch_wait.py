@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-
 from streams.fetch_wait import IdleWait
 
 
