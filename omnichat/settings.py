@@ -65,6 +65,13 @@ class Settings(BaseSettings):
         description="Consumer fetch wait: the idle-hop latency on brokers that hold a fetch "
         "for its whole wait (Tansu). Faust's own value is 1500.",
     )
+    fetch_idle_wait_ms: int = Field(
+        default=100,
+        description="Consumer fetch wait once no record came for half a second: fewer "
+        "empty fetches while idle (Tansu answers an empty fetch only at the end of its "
+        "wait). The first hop after a quiet spell waits up to this long; under traffic "
+        "the wait is fetch_max_wait_ms.",
+    )
     worker_session_timeout_seconds: float = Field(
         default=6.0,
         description="Consumer group session and rebalance timeout: how soon a dead worker's "

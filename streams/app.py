@@ -81,6 +81,7 @@ def create_app(settings: Settings) -> OmnichatApp:
     if not settings.broker_url:
         raise ValueError("the worker needs broker_url")
     transport.FETCH_MAX_WAIT_MS["value"] = settings.fetch_max_wait_ms
+    transport.FETCH_MAX_WAIT_MS["idle"] = settings.fetch_idle_wait_ms
     app = OmnichatApp(
         settings.worker_id,
         broker=transport.faust_broker_url(settings.broker_url),

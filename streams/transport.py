@@ -23,11 +23,12 @@ from faust.transport.drivers import aiokafka as faust_aiokafka
 from faust.types import TP
 from faust.utils.functional import consecutive_numbers
 
-from streams import inline, offsets
+from streams import fetch_wait, inline, offsets
 
 SCHEME = "omnikafka"
-# Set by create_app before the worker starts (one app per process).
-FETCH_MAX_WAIT_MS = {"value": 100}
+# Set by create_app before the worker starts (one app per process): the fetch wait
+# while records flow, and once the worker is idle (streams/fetch_wait.py).
+FETCH_MAX_WAIT_MS = {"value": 100, "idle": 100}
 
 
 class ConsumerThread(faust_aiokafka.AIOKafkaConsumerThread):
@@ -38,6 +39,12 @@ class ConsumerThread(faust_aiokafka.AIOKafkaConsumerThread):
         # aiokafka reads this when start() builds its Fetcher, which has not happened yet.
         consumer._fetch_max_wait_ms = FETCH_MAX_WAIT_MS["value"]
         return consumer
+
+    async def on_start(self) -> None:
+        """Start the consumer, then let its fetch wait follow the traffic."""
+        await super().on_start()
+        wait = fetch_wait.IdleWait(FETCH_MAX_WAIT_MS["value"], FETCH_MAX_WAIT_MS["idle"])
+        wait.install(self._ensure_consumer()._fetcher)
 
     async def _highwaters(self, partitions: list[TP]) -> Mapping[TP, int]:
         """End offsets for table recovery, checked by a fetch (see streams/offsets.py)."""
