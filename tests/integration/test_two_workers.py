@@ -118,8 +118,8 @@ async def test_a_worker_dies_mid_stream_and_the_other_takes_over(
         for sender in senders:
             got = [r.json["text"]["body"] for r in sends_to(fakes.graph, sender)]
             # Each message answered exactly once. Their order is not asserted: when the
-            # stall watchdog has to deliver a held-back record again (about one run in
-            # five), that reply comes after later ones (docs/ARCHITECTURE.md).
+            # stall watchdog has to deliver a held-back record again (rare, see
+            # docs/ARCHITECTURE.md), that reply comes after later ones.
             assert sorted(got) == [
                 f"Resposta simulada para: {sender} {i}" for i in range(per_sender)
             ]
