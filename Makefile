@@ -25,7 +25,7 @@ test: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/pytest -q
 
-# The two-worker handover test (opt-in, see its docstring) five times over.
+# The two-worker handover test (also in `make test`) five times over.
 test-handover: $(STAMP)
 	for i in 1 2 3 4 5; do $(BIN)/pytest -q tests/integration/test_two_workers.py || exit 1; done
 
