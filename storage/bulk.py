@@ -31,6 +31,16 @@ _CONTACT_COLS = _contacts._COLS
 _CONV_COLS = _conversations.COLS
 _MSG_COLS = _messages.COLS
 _RUN_COLS = _runs.COLS
+
+
+def _qualified(alias: str, cols: str) -> str:
+    """``a, b`` → ``x.a, x.b``: a column list for a query that joins its table."""
+    return ", ".join(f"{alias}.{c.strip()}" for c in cols.split(","))
+
+
+_CONV_C = _qualified("c", _CONV_COLS)
+_MSG_M = _qualified("m", _MSG_COLS)
+_RUN_R = _qualified("r", _RUN_COLS)
 _SENDING = _messages.STATUS_RANK["sending"]
 _SENT = _messages.STATUS_RANK["sent"]
 
@@ -116,7 +126,7 @@ async def open_conversations(
     chs = [k[1] for k in keys]
     cts = [k[2] for k in keys]
     cur = await conn.execute(
-        f"SELECT {', '.join('c.' + c.strip() for c in _CONV_COLS.split(','))}"
+        f"SELECT {_CONV_C}"
         " FROM conversations c JOIN unnest(%s::uuid[], %s::uuid[], %s::uuid[]) AS v(w, ch, ct)"
         " ON c.workspace_id = v.w AND c.channel_id = v.ch AND c.contact_id = v.ct"
         " WHERE c.status = 'open' FOR UPDATE OF c",
@@ -174,7 +184,7 @@ async def insert_inbound(conn: Conn, rows: list[Row]) -> list[tuple[Row, bool]]:
     if missing:
         chs, pms = _pairs(missing)
         cur = await conn.execute(
-            f"SELECT {', '.join('m.' + c.strip() for c in _MSG_COLS.split(','))} FROM messages m"
+            f"SELECT {_MSG_M} FROM messages m"
             " JOIN unnest(%s::uuid[], %s::text[]) AS v(ch, pm)"
             " ON m.channel_id = v.ch AND m.provider_message_id = v.pm",
             (chs, pms),
@@ -241,7 +251,7 @@ async def insert_bot_replies(conn: Conn, rows: list[Row]) -> dict[UUID, tuple[Ro
     if missing:
         ws, ids = _pairs(missing)
         cur = await conn.execute(
-            f"SELECT {', '.join('m.' + c.strip() for c in _MSG_COLS.split(','))} FROM messages m"
+            f"SELECT {_MSG_M} FROM messages m"
             " JOIN unnest(%s::uuid[], %s::uuid[]) AS v(w, r) ON m.workspace_id = v.w"
             " AND m.in_reply_to = v.r WHERE m.direction = 'out' AND m.author = 'bot'",
             (ws, ids),
@@ -276,7 +286,7 @@ async def get_conversations(conn: Conn, keys: Sequence[tuple[UUID, UUID]]) -> di
         return {}
     ws, ids = _pairs(keys)
     cur = await conn.execute(
-        f"SELECT {', '.join('c.' + c.strip() for c in _CONV_COLS.split(','))}"
+        f"SELECT {_CONV_C}"
         " FROM conversations c JOIN unnest(%s::uuid[], %s::uuid[]) AS v(w, id)"
         " ON c.id = v.id AND c.workspace_id = v.w",
         (ws, ids),
@@ -306,7 +316,7 @@ async def runs_for_messages(conn: Conn, keys: Sequence[tuple[UUID, UUID]]) -> di
         return {}
     ws, ids = _pairs(keys)
     cur = await conn.execute(
-        f"SELECT {', '.join('r.' + c.strip() for c in _RUN_COLS.split(','))} FROM agent_runs r"
+        f"SELECT {_RUN_R} FROM agent_runs r"
         " JOIN unnest(%s::uuid[], %s::uuid[]) AS v(w, m)"
         " ON r.message_id = v.m AND r.workspace_id = v.w",
         (ws, ids),

@@ -21,6 +21,7 @@ from agents_pipeline.run_agent_batch import run_agents
 from storage import bulk, messages, quotas
 from streams.contracts import RetrievedMessage
 from tests.conftest import Fakes, Gateway, Tenant, make_tenant
+from tests.fakes.counters import DictCounters
 from tests.integration.test_stage_batches import (
     in_workspace,
     inbound,
@@ -28,19 +29,6 @@ from tests.integration.test_stage_batches import (
     run_batch,
     sandbox_channel,
 )
-
-
-class DictCounters:
-    """The quota's counters in a dict (the worker keeps them in a Faust table)."""
-
-    def __init__(self) -> None:
-        self.data: dict[str, int] = {}
-
-    def get(self, key: str) -> int:
-        return self.data.get(key, 0)
-
-    def add(self, key: str, amount: int) -> None:
-        self.data[key] = self.data.get(key, 0) + amount
 
 
 async def retrieved(pool: AsyncConnectionPool, msgs: list[Any]) -> list[RetrievedMessage]:

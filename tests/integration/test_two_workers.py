@@ -23,7 +23,7 @@ from psycopg_pool import AsyncConnectionPool
 
 from omnichat.settings import Settings
 from tests.conftest import Fakes, Gateway, Stack, Tenant, wait_until
-from tests.integration.helpers import WorkerProcess, metric_total, read_topic
+from tests.integration.helpers import WorkerProcess, metric_total
 from tests.integration.test_pipeline import (
     cloud_channel,
     cloud_text,
@@ -160,41 +160,27 @@ async def _where(settings: Settings, group: str) -> str:
     """Per topic partition: end offset and the group's committed offset (to debug a stall)."""
     from aiokafka import AIOKafkaConsumer, TopicPartition
 
-    from streams.topics import (
-        MESSAGES_GENERATED,
-        MESSAGES_NORMALIZED,
-        MESSAGES_RESOLVED,
-        MESSAGES_RETRIEVED,
-        MESSAGES_SEND,
-        WEBHOOKS_RAW,
-        bootstrap_servers,
-    )
+    from streams import offsets
+    from streams.topics import DEADLETTER, MESSAGES_SEND, PIPELINE_TOPICS, bootstrap_servers
 
-    out = []
-    consumer = AIOKafkaConsumer(
-        bootstrap_servers=bootstrap_servers(settings.broker_url),
-        group_id=group,
-        enable_auto_commit=False,
-    )
+    servers = bootstrap_servers(settings.broker_url)
+    stages = PIPELINE_TOPICS[: PIPELINE_TOPICS.index(MESSAGES_SEND) + 1]  # webhooks.raw .. send
+    consumer = AIOKafkaConsumer(bootstrap_servers=servers, group_id=group, enable_auto_commit=False)
     await consumer.start()
     try:
-        for topic in (
-            WEBHOOKS_RAW,
-            MESSAGES_NORMALIZED,
-            MESSAGES_RESOLVED,
-            MESSAGES_RETRIEVED,
-            MESSAGES_GENERATED,
-            MESSAGES_SEND,
-        ):
-            records = await read_topic(settings.broker_url, topic)
-            ends: dict[int, int] = {}
-            for r in records:
-                ends[r.partition] = max(ends.get(r.partition, -1), r.offset + 1)
-            if topic == MESSAGES_NORMALIZED:
-                out.append(f"deadletter={len(await read_topic(settings.broker_url, 'deadletter'))}")
-            for p, end in sorted(ends.items()):
-                committed = await consumer.committed(TopicPartition(topic, p))
-                out.append(f"{topic}[{p}] end={end} committed={committed}")
+        await consumer.topics()  # loads every topic's metadata (the consumer subscribes to none)
+        tps = [
+            TopicPartition(topic, p)
+            for topic in (*stages, DEADLETTER)
+            for p in sorted(consumer.partitions_for_topic(topic) or ())
+        ]
+        ends = await offsets.end_offsets(servers, tps)
+        dead = sum(end for tp, end in ends.items() if tp.topic == DEADLETTER)
+        out = [f"deadletter={dead}"]
+        for tp in tps:  # in the pipeline's order
+            if tp.topic != DEADLETTER and ends[tp]:
+                committed = await consumer.committed(tp)
+                out.append(f"{tp.topic}[{tp.partition}] end={ends[tp]} committed={committed}")
     finally:
         await consumer.stop()
     return "; ".join(out)

@@ -15,17 +15,7 @@ from agents_pipeline.quota import (
     counter_key,
     month_of,
 )
-
-
-class DictCounters:
-    def __init__(self) -> None:
-        self.data: dict[str, int] = {}
-
-    def get(self, key: str) -> int:
-        return self.data.get(key, 0)
-
-    def add(self, key: str, amount: int) -> None:
-        self.data[key] = self.data.get(key, 0) + amount
+from tests.fakes.counters import DictCounters
 
 
 def sequential_calls(costs: list[int], limit: int) -> int:
