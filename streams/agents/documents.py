@@ -2,7 +2,8 @@
 
 Documents are independent, so the agent runs a few at once: while one is extracted or
 written, the embedder's threads (one per core, fed from every document's chunks) encode
-the others' chunks, and are never left waiting for the next document. A timer re-queues
+the others' chunks. The next document starts as soon as one ends (``windowed_agent``):
+batches of documents left both threads waiting at each batch's tail. A timer re-queues
 documents left waiting (an event that never made it to the topic, a worker that died
 mid-document).
 """
@@ -16,7 +17,7 @@ from typing import TYPE_CHECKING
 from agents_pipeline.ingest import ingest_document
 from agents_pipeline.knowledge_search import embedder_factory
 from storage import knowledge
-from streams.agents.stage import Out, stage_agent
+from streams.agents.stage import Out, windowed_agent
 from streams.contracts import DocumentIngest
 
 if TYPE_CHECKING:
@@ -26,10 +27,8 @@ log = logging.getLogger(__name__)
 
 SWEEP_EVERY = 30.0
 STUCK_AFTER = 120.0  # seconds a document may wait before the sweep queues it again
-# Documents being extracted, embedded or written at once (each up to 20 MB in memory), and
-# per batch: a batch ends when its last document does, so its tail leaves the model idle.
+# Documents being extracted, embedded or written at once (each up to 20 MB in memory).
 IN_FLIGHT = 4
-BATCH = 32
 
 
 def register(app: OmnichatApp) -> None:
@@ -47,15 +46,13 @@ def register(app: OmnichatApp) -> None:
         m.ingest_latency.observe(time.perf_counter() - started)
         return []
 
-    stage_agent(
+    windowed_agent(
         app,
         name="ingest",
         topic=t.documents,
         model=DocumentIngest,
         handle=on_document,
-        batch=BATCH,
-        within=0.05,
-        concurrency=IN_FLIGHT,
+        in_flight=IN_FLIGHT,
     )
 
     @app.timer(SWEEP_EVERY)

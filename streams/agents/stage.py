@@ -16,6 +16,10 @@ runs them over batches of one topic with the guarantees the pipeline needs:
   events go through ``handle`` one by one, so that only the bad one is dead-lettered;
 - a batch's usage increments are added up per workspace, day and kind;
 - the outputs are acknowledged by the broker before the batch is committed.
+
+``windowed_agent`` gives the same parsing, retries and dead letters to stages whose events
+take seconds each and are independent (ingestion): no batches, a window of events in
+flight, each acked as soon as it is done.
 """
 
 from __future__ import annotations
@@ -30,7 +34,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import faust
 from pydantic import BaseModel, ValidationError
 
-from streams import produce
+from streams import produce, window
 from streams.contracts import DeadLetter, UsageEvent
 from streams.retry import TRANSIENT, with_retry
 from streams.take import take_batches
@@ -196,6 +200,22 @@ async def handle_events(
     return [o for outs in results for o in outs]
 
 
+async def send_outs(app: OmnichatApp, stage: str, outs: list[Out]) -> None:
+    """Produce a stage's outputs and wait until the broker has every one (counted as out or
+    failed)."""
+    m = app.metrics
+    futures = []
+    for o in outs:
+        key = o.key.encode() if o.key is not None else None
+        futures.append(await produce.send(app, o.topic, encode(o.value), key, o.partition))
+        if o.topic is app.topics_.deadletter:
+            m.events_failed.labels(stage).inc()
+        else:
+            m.events_out.labels(stage).inc()
+    for fut in futures:
+        await fut
+
+
 def stage_agent(
     app: OmnichatApp,
     *,
@@ -232,14 +252,37 @@ def stage_agent(
                 outs += await handle_events(
                     app, name, handle, handle_batch, items, keys, concurrency
                 )
-            futures = []
-            for o in _add_up_usage(outs):
-                key = o.key.encode() if o.key is not None else None
-                futures.append(await produce.send(app, o.topic, encode(o.value), key, o.partition))
-                if o.topic is app.topics_.deadletter:
-                    m.events_failed.labels(name).inc()
-                else:
-                    m.events_out.labels(name).inc()
-            for fut in futures:
-                await fut
+            await send_outs(app, name, _add_up_usage(outs))
             m.stage_latency.labels(name).observe(time.perf_counter() - started)
+
+
+def windowed_agent(
+    app: OmnichatApp,
+    *,
+    name: str,
+    topic: faust.TopicT,
+    model: type[M],
+    handle: Handler,
+    in_flight: int,
+) -> None:
+    """Register an agent that runs ``handle`` on up to ``in_flight`` events at once, each
+    acked as soon as it and its outputs are done (``streams/window.py``): for long,
+    independent events, where a batch's tail would leave the others' resources idle.
+    Parsing, retries and dead letters are ``stage_agent``'s; there is no batch handler."""
+    m = app.metrics
+
+    async def one(e: faust.EventT) -> None:
+        started = time.perf_counter()
+        m.events_in.labels(name).inc()
+        event, dead = _parse(app, name, e.value, model)
+        if dead is not None:
+            outs = [dead]
+        else:
+            assert event is not None
+            outs = await _handle_one(app, name, handle, e.value, event)
+        await send_outs(app, name, outs)
+        m.stage_latency.labels(name).observe(time.perf_counter() - started)
+
+    @app.agent(topic, name=name)
+    async def agent(stream: faust.StreamT) -> None:
+        await window.in_flight(stream, in_flight, one)
