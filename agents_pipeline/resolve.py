@@ -118,25 +118,33 @@ async def resolve(
         at=msg.sent_at,
         inbound=True,
     )
-    if not created and await messages.has_bot_reply(conn, in_reply_to=row["id"]):
+    if not created and await messages.has_bot_reply(
+        conn, workspace_id=msg.workspace_id, in_reply_to=row["id"]
+    ):
         outcome.reason = "already_answered"
         return outcome
-    if conv["mode"] == "human":
-        until = conv["human_until"]
-        if until is None or until > now:
-            outcome.reason = "human_mode"
-            return outcome
-        await conversations.set_mode(
-            conn,
-            workspace_id=msg.workspace_id,
-            conversation_id=conv["id"],
-            mode="bot",
-            human_until=None,
-        )
+    if await human_holds(conn, msg.workspace_id, conv, now):
+        outcome.reason = "human_mode"
+        return outcome
     await bind_agent(
         conn, msg, outcome, channel=channel, contact=contact, conv=conv, row=row, lookups=lookups
     )
     return outcome
+
+
+async def human_holds(conn: Conn, workspace_id: UUID, conv: dict, now: datetime) -> bool:
+    """Whether a human still has the conversation (the bot stays quiet); a takeover whose
+    time ran out hands it back to the bot here, on the first message after it."""
+    if conv["mode"] != "human":
+        return False
+    until = conv["human_until"]
+    if until is None or until > now:
+        return True
+    await conversations.set_mode(
+        conn, workspace_id=workspace_id, conversation_id=conv["id"], mode="bot", human_until=None
+    )
+    conv["mode"] = "bot"
+    return False
 
 
 async def bind_agent(

@@ -17,8 +17,8 @@ from typing import Any
 from uuid import UUID
 
 from agents_pipeline.lookups import READ_THROUGH, Lookups
-from agents_pipeline.resolve import ResolveOutcome, bind_agent, resolve
-from storage import bulk, conversations
+from agents_pipeline.resolve import ResolveOutcome, bind_agent, human_holds, resolve
+from storage import bulk
 from storage.db import Conn
 from streams.contracts import InboundMessage
 
@@ -155,7 +155,14 @@ async def _resolve_inbound(
         if seen is None or m.sent_at > seen[1]:
             latest[conv["id"]] = (m.workspace_id, m.sent_at)
     await bulk.touch_conversations(conn, [(ws, cid, at, at) for cid, (ws, at) in latest.items()])
-    replied = await bulk.bot_replied(conn, [row["id"] for row, created in stored if not created])
+    replied = await bulk.bot_replied(
+        conn,
+        [
+            (m.workspace_id, row["id"])
+            for m, (row, created) in zip(msgs, stored, strict=True)
+            if not created
+        ],
+    )
 
     out: list[ResolveOutcome] = []
     counted: set[UUID] = set()  # a conversation opened here is counted on its first message
@@ -174,19 +181,9 @@ async def _resolve_inbound(
         if not created and row["id"] in replied:
             outcome.reason = "already_answered"
             continue
-        if conv["mode"] == "human":
-            until = conv["human_until"]
-            if until is None or until > now:
-                outcome.reason = "human_mode"
-                continue
-            await conversations.set_mode(
-                conn,
-                workspace_id=m.workspace_id,
-                conversation_id=conv["id"],
-                mode="bot",
-                human_until=None,
-            )
-            conv["mode"] = "bot"
+        if await human_holds(conn, m.workspace_id, conv, now):
+            outcome.reason = "human_mode"
+            continue
         await bind_agent(
             conn,
             m,

@@ -201,14 +201,17 @@ async def insert_inbound(conn: Conn, rows: list[Row]) -> list[tuple[Row, bool]]:
     return out
 
 
-async def bot_replied(conn: Conn, message_ids: list[UUID]) -> set[UUID]:
-    """Which of these inbound messages already have their bot reply."""
-    if not message_ids:
+async def bot_replied(conn: Conn, keys: Sequence[tuple[UUID, UUID]]) -> set[UUID]:
+    """Which of these inbound messages, as (workspace_id, message_id), already have their
+    bot reply (found by ``messages_one_bot_reply``; the workspace is checked beside it)."""
+    if not keys:
         return set()
     cur = await conn.execute(
-        "SELECT in_reply_to FROM messages WHERE in_reply_to = ANY(%s)"
-        " AND direction = 'out' AND author = 'bot'",
-        (message_ids,),
+        "SELECT m.in_reply_to FROM messages m"
+        " JOIN unnest(%s::uuid[], %s::uuid[]) AS k(ws, id)"
+        " ON m.in_reply_to = k.id AND m.workspace_id = k.ws"
+        " WHERE m.in_reply_to = ANY(%s) AND m.direction = 'out' AND m.author = 'bot'",
+        ([ws for ws, _ in keys], [i for _, i in keys], [i for _, i in keys]),
     )
     return {r["in_reply_to"] for r in await cur.fetchall()}
 

@@ -167,11 +167,12 @@ async def insert_bot_reply(
     return await cur.fetchone(), False  # type: ignore[return-value]
 
 
-async def has_bot_reply(conn: Conn, *, in_reply_to: UUID) -> bool:
-    """Whether an inbound message already has its bot reply."""
+async def has_bot_reply(conn: Conn, *, workspace_id: UUID, in_reply_to: UUID) -> bool:
+    """Whether an inbound message of this workspace already has its bot reply."""
     cur = await conn.execute(
-        "SELECT 1 FROM messages WHERE in_reply_to = %s AND direction = 'out' AND author = 'bot'",
-        (in_reply_to,),
+        "SELECT 1 FROM messages WHERE in_reply_to = %s AND workspace_id = %s"
+        " AND direction = 'out' AND author = 'bot'",
+        (in_reply_to, workspace_id),
     )
     return await cur.fetchone() is not None
 

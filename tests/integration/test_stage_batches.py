@@ -22,7 +22,7 @@ from agents_pipeline.reply import prepare_replies
 from agents_pipeline.resolve import resolve
 from agents_pipeline.resolve_batch import resolve_batch
 from agents_pipeline.send import deliver_batch
-from storage import agents, messages
+from storage import agents, bulk, messages
 from storage.secrets import SecretBox
 from streams.contracts import ContactRef, GeneratedReply, InboundMessage, ProviderName
 from tests.conftest import Gateway, Tenant
@@ -157,6 +157,14 @@ async def test_resolve_batch_replays_and_duplicates(
         ("already_answered", False),
         ("answer", False),
     ]
+    # The reply is found only within its own workspace, one message at a time or per batch.
+    ws, other, replied_to = uuid.UUID(tenant.id), uuid.uuid4(), outcomes[0].message_id
+    async with pool.connection() as conn:
+        assert await messages.has_bot_reply(conn, workspace_id=ws, in_reply_to=replied_to)
+        assert not await messages.has_bot_reply(conn, workspace_id=other, in_reply_to=replied_to)
+        pairs = [(ws, replied_to), (other, replied_to), (ws, outcomes[1].message_id)]
+        assert await bulk.bot_replied(conn, pairs) == {replied_to}
+        assert await bulk.bot_replied(conn, [(other, replied_to)]) == set()
     count = await rows(
         pool,
         "SELECT count(*) AS n FROM messages WHERE channel_id = %s AND direction = 'in'",
