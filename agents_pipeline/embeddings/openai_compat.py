@@ -13,10 +13,9 @@ answer must match it, so a model swapped behind the URL is caught, not stored.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import random
-from collections.abc import Sequence
+from collections.abc import Awaitable, Sequence
 from types import TracebackType
 
 import openai
@@ -27,7 +26,7 @@ from agents_pipeline.embeddings.base import (
     check_vector_dimensions,
     l2_normalize,
 )
-from agents_pipeline.llm.retry import OpenAIFailure, backoff_delay, error_detail
+from agents_pipeline.llm.retry import GaveUp, RetryPolicy, error_detail
 from agents_pipeline.llm.tokens import count_tokens
 
 logger = logging.getLogger(__name__)
@@ -77,12 +76,10 @@ class OpenAICompatEmbedder:
         self.batch_size = batch_size
         self.max_tokens_per_call = max_tokens_per_call
         self.send_dimensions = send_dimensions
-        self.max_retries = max(max_retries, 0)
-        self.backoff_base = backoff_base
-        self.backoff_max = backoff_max
-        self.retry_after_max = retry_after_max
+        self.retry = RetryPolicy(
+            max_retries, backoff_base, backoff_max, retry_after_max, rng or random.Random()
+        )
         self._dimensions = dimensions
-        self._rng = rng or random.Random()
         self._client = openai.AsyncOpenAI(
             base_url=base_url,
             api_key=api_key or NO_KEY_PLACEHOLDER,
@@ -128,14 +125,7 @@ class OpenAICompatEmbedder:
 
     def backoff_delay(self, retry: int, retry_after: float | None = None) -> float:
         """Seconds before retry number ``retry`` (0-based): Retry-After, else jittered backoff."""
-        return backoff_delay(
-            retry,
-            retry_after,
-            base=self.backoff_base,
-            maximum=self.backoff_max,
-            retry_after_max=self.retry_after_max,
-            rng=self._rng,
-        )
+        return self.retry.delay(retry, retry_after)
 
     def _batches(self, texts: Sequence[str]) -> list[list[str]]:
         """Split inputs by count and by summed tokens, keeping their order."""
@@ -157,41 +147,30 @@ class OpenAICompatEmbedder:
 
     async def _call(self, texts: list[str]) -> list[list[float]]:
         """One request for ``texts``, retried on transient failures; checked unit vectors."""
-        attempt = 0
-        while True:
-            attempt += 1
-            try:
-                if self.send_dimensions and self._dimensions is not None:
-                    response = await self._client.embeddings.create(
-                        model=self.model, input=texts, dimensions=self._dimensions
-                    )
-                else:
-                    response = await self._client.embeddings.create(model=self.model, input=texts)
-            except openai.OpenAIError as exc:
-                failure = OpenAIFailure.of(exc, what="embeddings")
-                if not failure.retriable:
-                    raise EmbeddingError(
-                        failure.code, f"embeddings request rejected: {failure.detail}"
-                    ) from exc
-                if attempt > self.max_retries:
-                    raise EmbeddingError(
-                        failure.code,
-                        f"embeddings request failed after {attempt} attempts: {failure.detail}",
-                        retriable=True,
-                    ) from exc
-                delay = self.backoff_delay(attempt - 1, failure.retry_after)
-                logger.warning(
-                    "embeddings call failed (%s), retry %d/%d in %.3fs",
-                    failure.code,
-                    attempt,
-                    self.max_retries,
-                    delay,
+
+        def request() -> Awaitable[openai.types.CreateEmbeddingResponse]:
+            if self.send_dimensions and self._dimensions is not None:
+                return self._client.embeddings.create(
+                    model=self.model, input=texts, dimensions=self._dimensions
                 )
-                await asyncio.sleep(delay)
-                continue
-            except ValueError as exc:  # the SDK's "No embedding data received"
-                raise EmbeddingError("invalid_response", error_detail(exc)) from exc
-            return self._vectors(response.data, len(texts))
+            return self._client.embeddings.create(model=self.model, input=texts)
+
+        try:
+            response, _ = await self.retry.run("embeddings", request)
+        except GaveUp as gave_up:
+            failure = gave_up.failure
+            if not failure.retriable:
+                raise EmbeddingError(
+                    failure.code, f"embeddings request rejected: {failure.detail}"
+                ) from gave_up.__cause__
+            raise EmbeddingError(
+                failure.code,
+                f"embeddings request failed after {gave_up.attempts} attempts: {failure.detail}",
+                retriable=True,
+            ) from gave_up.__cause__
+        except ValueError as exc:  # the SDK's "No embedding data received"
+            raise EmbeddingError("invalid_response", error_detail(exc)) from exc
+        return self._vectors(response.data, len(texts))
 
     def _vectors(self, data: Sequence[openai.types.Embedding], expected: int) -> list[list[float]]:
         """The answer's vectors in input order, checked for count and size, L2-normalised."""

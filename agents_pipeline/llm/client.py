@@ -1,14 +1,13 @@
-"""Chat completions over any OpenAI-compatible endpoint, with our own bounded retry loop.
+"""Chat completions over any OpenAI-compatible endpoint, with our own bounded retries.
 
-The SDK's retries are off (``max_retries=0``) so that every retry, its backoff and
-its Retry-After handling happen here, visible and testable: 429, 5xx, timeouts and
-connection errors are retried; other 4xx fail at once; exhaustion raises LLMError.
+The SDK's retries are off (``max_retries=0``) so that every retry, its backoff and its
+Retry-After handling happen in ``retry.RetryPolicy`` (shared with the embeddings client),
+visible and testable: 429, 5xx, timeouts and connection errors are retried; other 4xx
+fail at once; exhaustion raises LLMError.
 """
 
 from __future__ import annotations
 
-import asyncio
-import logging
 import random
 import time
 from types import TracebackType
@@ -18,11 +17,9 @@ from openai.types.chat import ChatCompletion
 from pydantic import BaseModel
 
 from agents_pipeline.errors import LLMError
-from agents_pipeline.llm.retry import OpenAIFailure, backoff_delay
+from agents_pipeline.llm.retry import GaveUp, RetryPolicy
 from agents_pipeline.llm.retry import parse_retry_after as parse_retry_after
 from agents_pipeline.llm.tokens import count_message_tokens, count_tokens
-
-logger = logging.getLogger(__name__)
 
 DEFAULT_TIMEOUT_S = 30.0
 DEFAULT_MAX_RETRIES = 3
@@ -63,11 +60,9 @@ class LLMClient:
             timeout=timeout,
             max_retries=0,
         )
-        self.max_retries = max(max_retries, 0)
-        self.backoff_base = backoff_base
-        self.backoff_max = backoff_max
-        self.retry_after_max = retry_after_max
-        self._rng = rng or random.Random()
+        self.retry = RetryPolicy(
+            max_retries, backoff_base, backoff_max, retry_after_max, rng or random.Random()
+        )
 
     async def __aenter__(self) -> LLMClient:
         """Use as ``async with LLMClient(...) as llm`` so the pool is always closed."""
@@ -88,14 +83,7 @@ class LLMClient:
 
     def backoff_delay(self, retry: int, retry_after: float | None = None) -> float:
         """Seconds before retry number ``retry`` (0-based): Retry-After, else jittered backoff."""
-        return backoff_delay(
-            retry,
-            retry_after,
-            base=self.backoff_base,
-            maximum=self.backoff_max,
-            retry_after_max=self.retry_after_max,
-            rng=self._rng,
-        )
+        return self.retry.delay(retry, retry_after)
 
     async def complete(
         self,
@@ -107,38 +95,27 @@ class LLMClient:
     ) -> Completion:
         """One chat completion, retried on transient failures; raises LLMError when it gives up."""
         started = time.perf_counter()
-        attempt = 0
-        while True:
-            attempt += 1
-            try:
-                response = await self._client.chat.completions.create(
+        try:
+            response, attempts = await self.retry.run(
+                "LLM",
+                lambda: self._client.chat.completions.create(
                     model=model,
                     messages=messages,  # type: ignore[arg-type]
                     temperature=temperature,
                     max_tokens=max_tokens,
-                )
-            except openai.OpenAIError as exc:
-                failure = OpenAIFailure.of(exc, what="LLM")
-                if not failure.retriable:
-                    error = LLMError(f"LLM request rejected: {failure.detail}", code=failure.code)
-                    error.retriable = False
-                    raise error from exc
-                if attempt > self.max_retries:
-                    raise LLMError(
-                        f"LLM call failed after {attempt} attempts: {failure.detail}",
-                        code=failure.code,
-                    ) from exc
-                delay = self.backoff_delay(attempt - 1, failure.retry_after)
-                logger.warning(
-                    "LLM call failed (%s), retry %d/%d in %.3fs",
-                    failure.code,
-                    attempt,
-                    self.max_retries,
-                    delay,
-                )
-                await asyncio.sleep(delay)
-                continue
-            return self._completion(response, model, messages, started, attempt)
+                ),
+            )
+        except GaveUp as gave_up:
+            failure = gave_up.failure
+            if not failure.retriable:
+                error = LLMError(f"LLM request rejected: {failure.detail}", code=failure.code)
+                error.retriable = False
+                raise error from gave_up.__cause__
+            raise LLMError(
+                f"LLM call failed after {gave_up.attempts} attempts: {failure.detail}",
+                code=failure.code,
+            ) from gave_up.__cause__
+        return self._completion(response, model, messages, started, attempts)
 
     @staticmethod
     def _completion(

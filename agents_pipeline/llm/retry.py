@@ -2,14 +2,20 @@
 
 from __future__ import annotations
 
+import asyncio
 import email.utils
+import logging
 import math
 import random
-from collections.abc import Mapping
-from dataclasses import dataclass
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from typing import TypeVar
 
 import openai
+
+logger = logging.getLogger(__name__)
+T = TypeVar("T")
 
 
 def parse_retry_after(headers: Mapping[str, str] | None) -> float | None:
@@ -87,3 +93,61 @@ def backoff_delay(
     ceiling = min(maximum, base * 2**retry)
     # "Equal jitter": at least half the exponential step, so retries stay spread out.
     return ceiling / 2 + rng.uniform(0, ceiling / 2)
+
+
+class GaveUp(Exception):
+    """A call that failed for good: rejected (not retriable) or out of retries."""
+
+    def __init__(self, failure: OpenAIFailure, attempts: int) -> None:
+        super().__init__(failure.detail)
+        self.failure = failure
+        self.attempts = attempts
+
+
+@dataclass
+class RetryPolicy:
+    """How often, and how far apart, a transient failure is tried again (chat and embeddings
+    alike: the SDK's own retries are off so that each one is counted and logged here)."""
+
+    max_retries: int = 3
+    base: float = 0.5
+    maximum: float = 8.0
+    retry_after_max: float = 30.0
+    rng: random.Random = field(default_factory=random.Random)
+
+    def __post_init__(self) -> None:
+        self.max_retries = max(self.max_retries, 0)
+
+    def delay(self, retry: int, retry_after: float | None = None) -> float:
+        """Seconds before retry number ``retry`` (0-based): Retry-After, else jittered backoff."""
+        return backoff_delay(
+            retry,
+            retry_after,
+            base=self.base,
+            maximum=self.maximum,
+            retry_after_max=self.retry_after_max,
+            rng=self.rng,
+        )
+
+    async def run(self, what: str, request: Callable[[], Awaitable[T]]) -> tuple[T, int]:
+        """``request()``'s result and the attempts it took; raises ``GaveUp`` when an SDK
+        error is not transient or the retries ran out (anything else propagates)."""
+        attempt = 0
+        while True:
+            attempt += 1
+            try:
+                return await request(), attempt
+            except openai.OpenAIError as exc:
+                failure = OpenAIFailure.of(exc, what=what)
+                if not failure.retriable or attempt > self.max_retries:
+                    raise GaveUp(failure, attempt) from exc
+                delay = self.delay(attempt - 1, failure.retry_after)
+                logger.warning(
+                    "%s call failed (%s), retry %d/%d in %.3fs",
+                    what,
+                    failure.code,
+                    attempt,
+                    self.max_retries,
+                    delay,
+                )
+                await asyncio.sleep(delay)
