@@ -13,6 +13,7 @@ import time
 from dataclasses import dataclass
 
 import faust
+from faust.types import TP
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from omnichat.settings import Settings
@@ -20,6 +21,7 @@ from streams import transport
 from streams.metrics import StreamMetrics
 from streams.produce import KeyPartitioner
 from streams.resources import Resources
+from streams.stalls import StallWatch
 from streams.topology import Topics, declare_topics
 
 log = logging.getLogger(__name__)
@@ -153,7 +155,7 @@ def create_app(settings: Settings) -> OmnichatApp:
             lag = max(0, high - (committed + 1 if committed is not None else 0))
             app.metrics.consumer_lag.labels(tp.topic, str(tp.partition)).set(lag)
 
-    stalled: dict[object, tuple[int, float]] = {}
+    stalls: StallWatch[TP] = StallWatch(settings.stall_seconds)
 
     @app.timer(5.0)
     async def unstall() -> None:
@@ -163,31 +165,25 @@ def create_app(settings: Settings) -> OmnichatApp:
         whose ack was refused (streams/transport.py) holds the commit below records
         handled after it and no seek delivers it again, or the partition stays paused
         after the recovery that paused it. Either way its committed offset stops while
-        records wait beyond it. Then the partition is resumed and the consumer seeks
-        back to the committed offsets: the waiting records are delivered again (the
-        stages are idempotent, so repeats change nothing).
+        records wait beyond it (``streams/stalls.py`` decides). Then the partition is
+        resumed and the consumer seeks back to the committed offsets: the waiting
+        records are delivered again (the stages are idempotent, so repeats change
+        nothing).
         """
         consumer = app.consumer
         if app.in_recovery or not consumer.flow_active:
-            stalled.clear()
+            stalls.clear()
             return
-        now = time.monotonic()
-        stuck = []
-        for tp in consumer.assignment():
-            if tp.topic.endswith("-changelog") or "__assignor" in tp.topic:
-                continue
-            # The committed offset is the next one to handle; the high watermark the
-            # offset after the last record. No public getters.
-            committed = consumer._committed_offset.get(tp) or 0
-            high = consumer.highwater(tp)
-            if high is None or high <= committed:
-                stalled.pop(tp, None)
-                continue
-            since = stalled.get(tp)
-            if since is None or since[0] != committed:
-                stalled[tp] = (committed, now)
-            elif now - since[1] >= settings.stall_seconds:
-                stuck.append(tp)
+        # The committed offset is the next one to handle; the high watermark the offset
+        # after the last record. No public getter for the committed offset.
+        stuck = stalls.stuck(
+            (
+                (tp, consumer._committed_offset.get(tp), consumer.highwater(tp))
+                for tp in consumer.assignment()
+                if not (tp.topic.endswith("-changelog") or "__assignor" in tp.topic)
+            ),
+            time.monotonic(),
+        )
         if stuck:
             paused = consumer._paused_partitions  # no public getter
             log.warning(
@@ -201,7 +197,7 @@ def create_app(settings: Settings) -> OmnichatApp:
                 ),
             )
             app.metrics.stalls.inc(len(stuck))
-            stalled.clear()
+            stalls.clear()
             consumer.resume_partitions(stuck)
             await consumer.perform_seek()
 
