@@ -206,12 +206,14 @@ async def bot_replied(conn: Conn, keys: Sequence[tuple[UUID, UUID]]) -> set[UUID
     bot reply (found by ``messages_one_bot_reply``; the workspace is checked beside it)."""
     if not keys:
         return set()
+    ws, ids = _pairs(keys)
     cur = await conn.execute(
         "SELECT m.in_reply_to FROM messages m"
-        " JOIN unnest(%s::uuid[], %s::uuid[]) AS k(ws, id)"
-        " ON m.in_reply_to = k.id AND m.workspace_id = k.ws"
+        " JOIN unnest(%s::uuid[], %s::uuid[]) AS v(w, id)"
+        " ON m.in_reply_to = v.id AND m.workspace_id = v.w"
+        # ANY keeps it an index lookup on in_reply_to, whatever the join's estimate.
         " WHERE m.in_reply_to = ANY(%s) AND m.direction = 'out' AND m.author = 'bot'",
-        ([ws for ws, _ in keys], [i for _, i in keys], [i for _, i in keys]),
+        (ws, ids, ids),
     )
     return {r["in_reply_to"] for r in await cur.fetchall()}
 

@@ -78,6 +78,12 @@ def advertised_url(settings: Settings) -> str:
     return f"http://{host}:{settings.worker_web_port}"
 
 
+def _is_stream_partition(tp: TP) -> bool:
+    """A partition of a topic the agents consume (not a table's changelog nor the
+    assignor's): the ones consumer lag and the stall watchdog are about."""
+    return not (tp.topic.endswith("-changelog") or "__assignor" in tp.topic)
+
+
 def create_app(settings: Settings) -> OmnichatApp:
     """Build the app, its topics, tables and agents."""
     if not settings.broker_url:
@@ -146,7 +152,7 @@ def create_app(settings: Settings) -> OmnichatApp:
         """Consumer lag per assigned topic partition: highwater minus committed offset."""
         consumer = app.consumer
         for tp in consumer.assignment():
-            if tp.topic.endswith("-changelog") or "__assignor" in tp.topic:
+            if not _is_stream_partition(tp):
                 continue
             high = consumer.highwater(tp)
             committed = consumer._committed_offset.get(tp)  # faust keeps it; no public getter
@@ -180,7 +186,7 @@ def create_app(settings: Settings) -> OmnichatApp:
             (
                 (tp, consumer._committed_offset.get(tp), consumer.highwater(tp))
                 for tp in consumer.assignment()
-                if not (tp.topic.endswith("-changelog") or "__assignor" in tp.topic)
+                if _is_stream_partition(tp)
             ),
             time.monotonic(),
         )

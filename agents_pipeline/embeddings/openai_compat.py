@@ -123,10 +123,6 @@ class OpenAICompatEmbedder:
         """cl100k tokens of ``text``: the encoding of OpenAI's embedding models."""
         return count_tokens(text)
 
-    def backoff_delay(self, retry: int, retry_after: float | None = None) -> float:
-        """Seconds before retry number ``retry`` (0-based): Retry-After, else jittered backoff."""
-        return self.retry.delay(retry, retry_after)
-
     def _batches(self, texts: Sequence[str]) -> list[list[str]]:
         """Split inputs by count and by summed tokens, keeping their order."""
         batches: list[list[str]] = []

@@ -81,10 +81,6 @@ class LLMClient:
         """Release the HTTP connection pool (open sockets would leak otherwise)."""
         await self._client.close()
 
-    def backoff_delay(self, retry: int, retry_after: float | None = None) -> float:
-        """Seconds before retry number ``retry`` (0-based): Retry-After, else jittered backoff."""
-        return self.retry.delay(retry, retry_after)
-
     async def complete(
         self,
         *,

@@ -78,23 +78,6 @@ class OpenAIFailure:
         return cls("invalid_response", detail, False)
 
 
-def backoff_delay(
-    retry: int,
-    retry_after: float | None,
-    *,
-    base: float,
-    maximum: float,
-    retry_after_max: float,
-    rng: random.Random,
-) -> float:
-    """Seconds before retry number ``retry`` (0-based): Retry-After, else jittered backoff."""
-    if retry_after is not None:
-        return min(retry_after, retry_after_max)
-    ceiling = min(maximum, base * 2**retry)
-    # "Equal jitter": at least half the exponential step, so retries stay spread out.
-    return ceiling / 2 + rng.uniform(0, ceiling / 2)
-
-
 class GaveUp(Exception):
     """A call that failed for good: rejected (not retriable) or out of retries."""
 
@@ -120,14 +103,11 @@ class RetryPolicy:
 
     def delay(self, retry: int, retry_after: float | None = None) -> float:
         """Seconds before retry number ``retry`` (0-based): Retry-After, else jittered backoff."""
-        return backoff_delay(
-            retry,
-            retry_after,
-            base=self.base,
-            maximum=self.maximum,
-            retry_after_max=self.retry_after_max,
-            rng=self.rng,
-        )
+        if retry_after is not None:
+            return min(retry_after, self.retry_after_max)
+        ceiling = min(self.maximum, self.base * 2**retry)
+        # "Equal jitter": at least half the exponential step, so retries stay spread out.
+        return ceiling / 2 + self.rng.uniform(0, ceiling / 2)
 
     async def run(self, what: str, request: Callable[[], Awaitable[T]]) -> tuple[T, int]:
         """``request()``'s result and the attempts it took; raises ``GaveUp`` when an SDK

@@ -195,10 +195,10 @@ async def test_backoff_grows_with_jitter_and_is_capped() -> None:
         rng=random.Random(7),
     ) as llm:
         for retry, ceiling in [(0, 1.0), (1, 2.0), (2, 4.0), (5, 4.0)]:
-            delay = llm.backoff_delay(retry)
+            delay = llm.retry.delay(retry)
             assert ceiling / 2 <= delay <= ceiling
-        assert llm.backoff_delay(0, retry_after=2.5) == 2.5
-        assert llm.backoff_delay(0, retry_after=1000.0) == 30.0
+        assert llm.retry.delay(0, retry_after=2.5) == 2.5
+        assert llm.retry.delay(0, retry_after=1000.0) == 30.0
 
 
 def test_parse_retry_after_forms() -> None:
