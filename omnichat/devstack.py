@@ -68,6 +68,10 @@ class DevStack:
         if s.redis_url is None:
             self.redis = EmbeddedRedis(data / "redis").start()
             updates["redis_url"] = self.redis.url
+        if "allow_private_provider_urls" not in s.model_fields_set:
+            # Development talks to local fakes and gateways (Evolution on localhost):
+            # allowed here unless the variable says otherwise; production's default is no.
+            updates["allow_private_provider_urls"] = True
         self.settings = s.model_copy(update=updates)
         return self.settings
 
@@ -82,6 +86,7 @@ class DevStack:
             "ADMIN_TOKEN": s.admin_token.get_secret_value() if s.admin_token else None,
             "SECRET_KEY": s.secret_key.get_secret_value() if s.secret_key else None,
             "DATA_DIR": str(s.data_dir),
+            "ALLOW_PRIVATE_PROVIDER_URLS": str(s.allow_private_provider_urls).lower(),
         }.items():
             if value is not None:
                 env[f"OMNICHAT_{name}"] = str(value)
@@ -140,6 +145,12 @@ def run_dev(settings: Settings) -> int:
         base = f"http://{s.gateway_host}:{s.gateway_port}"
         token = s.admin_token.get_secret_value() if s.admin_token else ""
         db_label = "embedded PostgreSQL 16 + pgvector" if stack.postgres else "external"
+        egress = (
+            "private and loopback addresses allowed (dev; "
+            "OMNICHAT_ALLOW_PRIVATE_PROVIDER_URLS=false for production's policy)"
+            if s.allow_private_provider_urls
+            else "public addresses only"
+        )
         print(
             "\nOmnichat is starting (embedded defaults)\n"
             f"  data dir      {s.data_dir}\n"
@@ -147,6 +158,7 @@ def run_dev(settings: Settings) -> int:
             f"  broker        {s.broker_url}{' (embedded Tansu)' if stack.broker else ''}\n"
             f"  database      {db_label}\n"
             f"  redis         {s.redis_url}{' (embedded)' if stack.redis else ''}\n"
+            f"  provider URLs {egress}\n"
             f"  gateway       {base}   (pid {gateway.pid})\n"
             f"  readiness     {base}/readyz\n"
             f"  API docs      {base}/api/v1/openapi.json\n"

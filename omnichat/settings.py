@@ -123,7 +123,51 @@ class Settings(BaseSettings):
         default=10.0, description="Timeout of one provider send call."
     )
     send_max_attempts: int = Field(
-        default=5, description="Send attempts on retriable provider errors (429/5xx/timeouts)."
+        default=5,
+        description="Provider calls per message on retriable errors (429/5xx/timeouts), "
+        "counted across deferrals; then the message fails.",
+    )
+
+    # Outbound safety: where provider calls may go, and how one channel is kept from
+    # holding the others (docs/ARCHITECTURE.md, send).
+    allow_private_provider_urls: bool = Field(
+        default=False,
+        description="Let provider calls connect to loopback, private, link-local and other "
+        "non-public addresses (a channel's base_url is the workspace's to set). Only for "
+        "development and tests against local fakes; `omnichat dev` turns it on unless set.",
+    )
+    send_deadline_seconds: float = Field(
+        default=15.0,
+        description="Bound on one message's provider calls and in-line waits within a send "
+        "batch; past it the message is deferred.",
+    )
+    send_inline_wait_seconds: float = Field(
+        default=1.0,
+        description="Longest wait (Retry-After or backoff) retried in-line; a longer one "
+        "defers the message (send_deferrals) and the batch goes on.",
+    )
+    send_channel_concurrency: int = Field(
+        default=8,
+        description="Provider calls in flight per channel and worker; a message that finds "
+        "no free slot within send_inline_wait_seconds is deferred.",
+    )
+    send_breaker_failures: int = Field(
+        default=5,
+        description="Consecutive failed calls (timeouts, connection errors, 429, 5xx) that "
+        "open a channel's circuit breaker: its sends are deferred without a call.",
+    )
+    send_breaker_cooldown_seconds: float = Field(
+        default=30.0,
+        description="How long an open breaker waits before one probe call (half-open).",
+    )
+    send_batches_in_flight: int = Field(
+        default=16,
+        description="Batches of messages.send a worker handles at once (a key's messages "
+        "stay in order): a slow call holds only its own batch.",
+    )
+    send_sweep_interval_seconds: float = Field(
+        default=1.0,
+        description="How often a worker produces due deferred sends to messages.send again.",
     )
 
     @property

@@ -11,6 +11,7 @@ import aiohttp
 from psycopg_pool import AsyncConnectionPool
 
 from agents_pipeline.llm import LLMClient
+from agents_pipeline.providers.egress import provider_session
 from omnichat.settings import Settings
 from storage.db import open_pool
 from storage.secrets import SecretBox
@@ -45,9 +46,10 @@ class Resources:
         return self._pool
 
     async def http(self) -> aiohttp.ClientSession:
-        """The HTTP session providers' sends use."""
+        """The HTTP session providers' sends use: it connects only to public addresses
+        unless ``allow_private_provider_urls`` (``agents_pipeline/providers/egress.py``)."""
         if self._http is None:
-            self._http = aiohttp.ClientSession()
+            self._http = provider_session(allow_private=self.settings.allow_private_provider_urls)
         if self.llm is None and self.settings.llm_configured:
             key = self.settings.llm_api_key
             self.llm = LLMClient(

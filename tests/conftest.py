@@ -74,6 +74,9 @@ def settings(stack: Stack) -> Settings:
         produce_timeout_seconds=2.0,
         auth_cache_seconds=1.0,
         worker_web_port=free_port(),
+        # The fakes listen on 127.0.0.1: the tests run with private provider URLs allowed,
+        # except those of the production posture (tests/integration/test_outbound_policy.py).
+        allow_private_provider_urls=True,
     )
 
 

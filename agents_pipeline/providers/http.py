@@ -4,6 +4,12 @@ A provider client makes exactly one attempt per call (the send stage owns
 retries), so every way a call can fail ends as a ``ProviderError`` whose
 ``retriable`` and ``retry_after`` tell the stage what to do next. Secrets given
 to ``post_json`` are scrubbed from every message it builds.
+
+Redirects are never followed (a 3xx is the ``redirect_not_followed`` error): a redirect
+would take the request, credentials included, to a destination nobody configured. A
+connection the outbound address policy refuses (``providers.egress``) is the
+``destination_not_allowed`` error. The messages of these errors are for the server's
+logs: the send stage shows workspaces only its own codes and texts.
 """
 
 from __future__ import annotations
@@ -21,6 +27,7 @@ import aiohttp
 from pydantic import AnyHttpUrl, SecretStr
 
 from agents_pipeline.errors import ProviderError
+from agents_pipeline.providers.egress import DestinationNotAllowed
 
 REDACTED = "[redacted]"
 
@@ -113,7 +120,10 @@ async def post_json(
     timeout: float,
     secrets: Iterable[SecretStr] = (),
 ) -> HttpAnswer:
-    """POST JSON as UTF-8 once and read the whole answer; transport failures are retriable."""
+    """POST JSON as UTF-8 once and read the whole answer; transport failures are retriable.
+
+    A redirect is not followed: it raises ``redirect_not_followed``, not retriable.
+    """
     secrets = tuple(secrets)
     try:
         data = json.dumps(payload, ensure_ascii=False).encode()
@@ -125,6 +135,7 @@ async def post_json(
             data=data,
             headers={**headers, "Content-Type": "application/json"},
             timeout=aiohttp.ClientTimeout(total=timeout),
+            allow_redirects=False,
         ) as response:
             raw = await response.read()
             status, answer_headers = response.status, response.headers
@@ -137,6 +148,11 @@ async def post_json(
             redact(f"{provider} URL is invalid: {exc}", secrets), code="invalid_url"
         ) from exc
     except aiohttp.ClientError as exc:
+        if _refused_by_policy(exc):
+            raise ProviderError(
+                f"{provider} URL leads to an address the outbound policy refuses",
+                code="destination_not_allowed",
+            ) from None  # the cause names the resolved address: for the policy's log only
         reason = str(exc) or type(exc).__name__
         raise ProviderError(
             redact(f"{provider} could not be reached: {reason}", secrets),
@@ -144,11 +160,33 @@ async def post_json(
             retriable=True,
         ) from exc
     text = raw.decode("utf-8", errors="replace")
+    if 300 <= status < 400:
+        raise ProviderError(
+            f"{provider} answered HTTP {status} (a redirect, not followed)",
+            code="redirect_not_followed",
+            http_status=status,
+        )
     try:
         body = json.loads(text) if text.strip() else None
     except ValueError:
         body = None
     return HttpAnswer(status=status, headers=answer_headers, body=body, text=text)
+
+
+def _refused_by_policy(exc: BaseException) -> bool:
+    """Whether a client error comes from the outbound address policy (anywhere in its causes)."""
+    seen: BaseException | None = exc
+    for _ in range(8):
+        if seen is None:
+            return False
+        if isinstance(seen, DestinationNotAllowed):
+            return True
+        if isinstance(seen, aiohttp.ClientConnectorError) and isinstance(
+            seen.os_error, DestinationNotAllowed
+        ):
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return False
 
 
 def excerpt(text: str, limit: int = 200) -> str:

@@ -64,6 +64,9 @@ def sign(body: bytes, secret: str) -> str:
     return "sha256=" + hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
 
 
+WORKER_APP_NAME = "omnichat-test-worker"
+
+
 class WorkerProcess:
     """``omnichat worker`` as a child process with its own consumer group."""
 
@@ -101,12 +104,14 @@ class WorkerProcess:
             "WORKER_WEB_PORT": str(self.web_port),
             "TOPIC_PARTITIONS": str(s.topic_partitions),
             "LOG_LEVEL": "INFO",
+            "ALLOW_PRIVATE_PROVIDER_URLS": str(s.allow_private_provider_urls).lower(),
         }
         if s.llm_base_url:
             values["LLM_BASE_URL"] = s.llm_base_url
         if s.llm_api_key:
             values["LLM_API_KEY"] = s.llm_api_key.get_secret_value()
         env.update({f"OMNICHAT_{k}": v for k, v in values.items() if v is not None})
+        env["PGAPPNAME"] = WORKER_APP_NAME  # libpq: tests can find the worker's connections
         env.update(self.extra_env)
         return env
 
