@@ -354,8 +354,11 @@ class SentMessage(Contract):
     outbound_id: UUID
     status: Literal["sent", "failed", "blocked", "stored"]
     provider_message_id: str | None = None
-    error_code: str | None = None
-    error_message: str | None = None
+    error_code: str | None = None  # ours (agents_pipeline/send_errors.py), never the provider's
+    error_message: str | None = None  # our text for error_code
+    provider_code: str | None = Field(
+        default=None, description="The provider's numeric error code (Meta's), when it gave one."
+    )
     occurred_at: datetime
 
     @property

@@ -69,6 +69,17 @@ class StreamMetrics:
             ["model"],
             registry=r,
         )
+        self.send_deferrals = Counter(
+            "omnichat_send_deferrals_total",
+            "Sends deferred to send_deferrals, by reason (rate_limited, circuit_open, ...).",
+            ["reason"],
+            registry=r,
+        )
+        self.send_requeued = Counter(
+            "omnichat_send_requeued_total",
+            "Deferred sends produced to messages.send again by the sweep.",
+            registry=r,
+        )
         self.consumer_lag = Gauge(
             "omnichat_consumer_lag",
             "Messages behind the end of each topic partition.",

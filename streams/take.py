@@ -19,18 +19,19 @@ from mode.utils.futures import notify
 
 
 def take_batches(
-    stream: faust.StreamT, max_: int, within: float
+    stream: faust.StreamT, max_: int, within: float, *, ack: bool = True
 ) -> AsyncGenerator[Sequence[faust.EventT], None]:
     """Yield lists of up to ``max_`` events: as soon as it is full, or ``within`` seconds
-    after its first event arrived."""
-    agen = _take(stream, max_, within)
+    after its first event arrived. ``ack=False``: the caller acks each event itself
+    (``stream.ack``), when it is done with it (``streams/pipelined.py``)."""
+    agen = _take(stream, max_, within, ack)
     # As faust's own take: the stream closes a generator left open when it stops.
     stream._active_agens.add(agen)  # type: ignore[attr-defined]
     return agen
 
 
 async def _take(
-    stream: faust.StreamT, max_: int, within: float
+    stream: faust.StreamT, max_: int, within: float, ack: bool = True
 ) -> AsyncGenerator[Sequence[faust.EventT], None]:
     s: Any = stream  # the internals below are faust.Stream's, untyped in its stubs
     events: list[faust.EventT] = []
@@ -84,7 +85,7 @@ async def _take(
                 # Only a batch the agent came back for was handled. One it abandoned
                 # (the worker stopping, the agent raising) stays unacked, so that the
                 # commit on the way out cannot move past it: it is delivered again.
-                if handled:
+                if handled and ack:
                     for event in events:
                         await s.ack(event)
                 events.clear()

@@ -7,11 +7,13 @@ to send on.
 
 from __future__ import annotations
 
+import logging
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
 import faust
 
+from agents_pipeline.active import inactive_reasons, not_answered
 from agents_pipeline.lookups import Lookups
 from agents_pipeline.quota import QuotaGate, month_of
 from agents_pipeline.reply import prepare_replies, prepare_reply
@@ -20,9 +22,17 @@ from agents_pipeline.resolve_batch import resolve_batch
 from agents_pipeline.retrieve import NoKnowledge, Retriever, retrieve
 from agents_pipeline.run_agent import AgentRun, Unreported, run_agent
 from agents_pipeline.run_agent_batch import run_agents
-from agents_pipeline.send import SendOutcome, deliver, deliver_batch
+from agents_pipeline.send import (
+    SendOutcome,
+    SendPolicy,
+    SendState,
+    deliver,
+    deliver_batch,
+    requeue_due,
+)
 from agents_pipeline.status import apply_status
-from streams.agents.stage import Out, stage_agent
+from streams import produce
+from streams.agents.stage import Out, pipelined_agent, stage_agent
 from streams.contracts import (
     AuditEvent,
     GeneratedReply,
@@ -35,9 +45,12 @@ from streams.contracts import (
 )
 from streams.partitions import workspace_partition
 from streams.tables import WorkspaceCounters
+from streams.topology import encode
 
 if TYPE_CHECKING:
     from streams.app import OmnichatApp
+
+log = logging.getLogger(__name__)
 
 
 def _now() -> datetime:
@@ -101,6 +114,16 @@ def register(
     lookups = Lookups(ttl=5.0)
     gate = QuotaGate(WorkspaceCounters(quota_counters, s.topic_partitions))
     unreported = Unreported()  # LLM runs of a failed batch attempt, reported by its retry
+    send_policy = SendPolicy(
+        max_attempts=s.send_max_attempts,
+        timeout=s.send_timeout_seconds,
+        deadline=s.send_deadline_seconds,
+        inline_wait=s.send_inline_wait_seconds,
+        channel_concurrency=s.send_channel_concurrency,
+        breaker_failures=s.send_breaker_failures,
+        breaker_cooldown=s.send_breaker_cooldown_seconds,
+    )
+    send_state = SendState(send_policy)  # breakers, slots, accepted-not-recorded sends
 
     async def on_normalized(msg: InboundMessage) -> list[Out]:
         pool = await res.pool()
@@ -166,7 +189,20 @@ def register(
         where = workspace_partition(found.workspace_id, s.topic_partitions)
         return [Out(t.retrieved, found, found.key, partition=where)]
 
+    async def refused(msgs: list[RetrievedMessage]) -> list[str | None]:
+        """Why each message must not be answered (a deactivation since it came in), or None."""
+        pool = await res.pool()
+        async with pool.connection() as conn:
+            return await inactive_reasons(conn, lookups, msgs)
+
+    def not_answered_outs(msg: RetrievedMessage, reason: str) -> list[Out]:
+        audit = not_answered(msg, reason, _now())
+        return [Out(t.audit, audit, str(msg.workspace_id))]
+
     async def on_retrieved(msg: RetrievedMessage) -> list[Out]:
+        [reason] = await refused([msg])
+        if reason is not None:
+            return not_answered_outs(msg, reason)
         pool = await res.pool()
         await res.http()  # opens the LLM client when one is configured
         run = await run_agent(
@@ -181,18 +217,27 @@ def register(
         return generated_outs(msg, run)
 
     async def on_retrieved_batch(msgs: list[RetrievedMessage]) -> list[list[Out]]:
+        reasons = await refused(msgs)
+        answered = [m for m, why in zip(msgs, reasons, strict=True) if why is None]
         pool = await res.pool()
         await res.http()
-        done = await run_agents(
-            pool,
-            msgs,
-            llm=res.llm,
-            default_model=s.llm_model,
-            lookups=lookups,
-            gate=gate,
-            unreported=unreported,
+        done = iter(
+            await run_agents(
+                pool,
+                answered,
+                llm=res.llm,
+                default_model=s.llm_model,
+                lookups=lookups,
+                gate=gate,
+                unreported=unreported,
+            )
+            if answered
+            else []
         )
-        return [generated_outs(m, run) for m, run in zip(msgs, done, strict=True)]
+        return [
+            generated_outs(m, next(done)) if why is None else not_answered_outs(m, why)
+            for m, why in zip(msgs, reasons, strict=True)
+        ]
 
     def generated_outs(msg: RetrievedMessage, run: AgentRun) -> list[Out]:
         out: list[Out] = [Out(t.generated, run.reply, run.reply.key)]
@@ -269,8 +314,8 @@ def register(
             http,
             req,
             box=res.box,
-            max_attempts=s.send_max_attempts,
-            timeout=s.send_timeout_seconds,
+            policy=send_policy,
+            state=send_state,
             now=_now,
             lookups=lookups,
         )
@@ -285,14 +330,17 @@ def register(
             http,
             reqs,
             box=res.box,
-            max_attempts=s.send_max_attempts,
-            timeout=s.send_timeout_seconds,
+            policy=send_policy,
+            state=send_state,
             now=_now,
             lookups=lookups,
         )
         return [sent_outs(r, o) for r, o in zip(reqs, outcomes, strict=True)]
 
     def sent_outs(req: SendRequest, outcome: SendOutcome) -> list[Out]:
+        if outcome.deferred is not None:
+            m.send_deferrals.labels(outcome.deferred).inc()
+            return []
         if outcome.sent is None:
             m.dedupe_hits.labels("send").inc()
             return []
@@ -349,11 +397,30 @@ def register(
         handle=on_generated,
         handle_batch=on_generated_batch,
     )
-    stage_agent(
+    # Batches in flight: a provider that hangs holds only its own batch (and at most
+    # send_channel_concurrency calls); the others go on (docs/ARCHITECTURE.md, send).
+    pipelined_agent(
         app,
         name="send",
         topic=t.send,
         model=SendRequest,
         handle=on_send,
         handle_batch=on_send_batch,
+        in_flight=s.send_batches_in_flight,
+        drain=s.send_deadline_seconds,
     )
+
+    @app.timer(s.send_sweep_interval_seconds)
+    async def requeue_deferred_sends() -> None:
+        """Produce the deferred sends that are due to messages.send again, each
+        conversation's in order (the stage then sends, or defers them again)."""
+        try:
+            due = await requeue_due(await res.pool())
+            futures = [await produce.send(app, t.send, encode(r), r.key.encode()) for r in due]
+            for fut in futures:
+                await fut
+        except Exception:  # the next tick tries again; requeued rows come back after a lease
+            log.exception("send: requeueing deferred sends failed")
+            return
+        if due:
+            m.send_requeued.inc(len(due))

@@ -34,7 +34,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import faust
 from pydantic import BaseModel, ValidationError
 
-from streams import produce, window
+from streams import pipelined, produce, window
 from streams.contracts import DeadLetter, UsageEvent
 from streams.retry import TRANSIENT, with_retry
 from streams.take import take_batches
@@ -286,3 +286,48 @@ def windowed_agent(
     @app.agent(topic, name=name)
     async def agent(stream: faust.StreamT) -> None:
         await window.in_flight(stream, in_flight, one)
+
+
+def pipelined_agent(
+    app: OmnichatApp,
+    *,
+    name: str,
+    topic: faust.TopicT,
+    model: type[M],
+    handle: Handler,
+    handle_batch: BatchHandler | None = None,
+    batch: int = 200,
+    within: float = 0.005,
+    concurrency: int = 16,
+    in_flight: int = 16,
+    drain: float = 0.0,
+) -> None:
+    """``stage_agent`` with up to ``in_flight`` batches handled at once
+    (``streams/pipelined.py``): for a stage that waits on third parties (send), where one
+    slow call must not hold the batches behind it. A key's events stay in order."""
+    m = app.metrics
+
+    async def unit(events: list[faust.EventT]) -> None:
+        started = time.perf_counter()
+        m.events_in.labels(name).inc(len(events))
+        outs: list[Out] = []
+        items: list[Item] = []
+        keys: list[bytes | None] = []
+        for e in events:
+            event, dead = _parse(app, name, e.value, model)
+            if dead is not None:
+                outs.append(dead)
+            else:
+                assert event is not None
+                items.append((e.value, event))
+                keys.append(e.key)
+        if items:
+            outs += await handle_events(app, name, handle, handle_batch, items, keys, concurrency)
+        await send_outs(app, name, _add_up_usage(outs))
+        m.stage_latency.labels(name).observe(time.perf_counter() - started)
+
+    @app.agent(topic, name=name)
+    async def agent(stream: faust.StreamT) -> None:
+        await pipelined.batches_in_flight(
+            stream, max_=batch, within=within, limit=in_flight, handle=unit, drain=drain
+        )

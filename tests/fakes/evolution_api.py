@@ -17,7 +17,8 @@ Answers, in order of precedence:
    given): 404; a body without string ``number`` and ``text`` (the v1
    ``textMessage`` shape, say): 400;
 3. the next scripted answer (``enqueue``), in order, one per request;
-4. the default: 201 shaped like ``evolution_send_text_response_docs.json``
+4. the standing answer (``always``: a hanging provider, a 429 for good, a redirect);
+5. the default: 201 shaped like ``evolution_send_text_response_docs.json``
    with a new unique ``key.id``.
 
 Requests to any other path are recorded too and answered 404.
@@ -25,7 +26,8 @@ Requests to any other path are recorded too and answered 404.
 What a test reads: ``base_url``; ``requests`` (every ``RecordedRequest``, in
 arrival order, rejected ones included); ``issued_ids`` (each key.id the default
 answer gave out, not those of scripted bodies); ``sent_texts()``;
-``pending_answers``; ``await wait_for_requests(n, timeout=5)``.
+``pending_answers``; ``await wait_for_requests(n, timeout=5)``. ``on_accept`` (an async
+callable given the request) runs after a send was accepted, before the answer leaves.
 """
 
 from __future__ import annotations
@@ -37,7 +39,7 @@ import re
 import secrets
 import time
 from collections import deque
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from http import HTTPStatus
 from typing import Any, Self
@@ -84,6 +86,10 @@ class FakeEvolutionAPI:
         self.requests: list[RecordedRequest] = []
         self.issued_ids: list[str] = []
         self._script: deque[ScriptedAnswer] = deque()
+        self._standing: ScriptedAnswer | None = None
+        # Awaited after a send was accepted, before the answer goes out (tests use it to
+        # break the database right between the provider's acceptance and its recording).
+        self.on_accept: Callable[[RecordedRequest], Awaitable[None]] | None = None
         self._arrived = asyncio.Event()
         self._closing = asyncio.Event()
         self._counter = itertools.count(1)
@@ -119,6 +125,22 @@ class FakeEvolutionAPI:
         otherwise. ``delay`` seconds pass before the answer (to test timeouts).
         """
         self._script.append(ScriptedAnswer(status, body, dict(headers or {}), delay))
+
+    def always(
+        self,
+        status: int,
+        body: Any = None,
+        headers: Mapping[str, str] | None = None,
+        *,
+        delay: float = 0.0,
+    ) -> None:
+        """Answer every authenticated request this way once the script is used up (a
+        provider that hangs: ``always(200, delay=3600)``); ``clear_always`` ends it."""
+        self._standing = ScriptedAnswer(status, body, dict(headers or {}), delay)
+
+    def clear_always(self) -> None:
+        """Back to the default answers."""
+        self._standing = None
 
     async def wait_for_requests(self, n: int, timeout: float = 5.0) -> list[RecordedRequest]:
         """Wait until at least ``n`` requests arrived and return the first ``n``."""
@@ -193,8 +215,13 @@ class FakeEvolutionAPI:
             message = [[f'instance requires property "{name}"' for name in missing]]
             return web.json_response(evolution_error(400, message), status=400)
         if self._script:
-            return await self._scripted(self._script.popleft(), payload)
-        return web.json_response(self._default_answer(payload), status=201)
+            return await self._scripted(self._script.popleft(), payload, recorded)
+        if self._standing is not None:
+            return await self._scripted(self._standing, payload, recorded)
+        answer = self._default_answer(payload)
+        if self.on_accept is not None:
+            await self.on_accept(recorded)
+        return web.json_response(answer, status=201)
 
     async def _unknown_path(self, request: web.Request) -> web.StreamResponse:
         """Any other path: recorded, then refused as Evolution does."""
@@ -202,7 +229,9 @@ class FakeEvolutionAPI:
         message = [f"Cannot {request.method} {request.path}"]
         return web.json_response(evolution_error(404, message), status=404)
 
-    async def _scripted(self, answer: ScriptedAnswer, payload: dict[str, Any]) -> web.Response:
+    async def _scripted(
+        self, answer: ScriptedAnswer, payload: dict[str, Any], recorded: RecordedRequest
+    ) -> web.Response:
         """Play one scripted answer, after its delay (cut short when the fake closes)."""
         if answer.delay:
             try:
@@ -219,6 +248,8 @@ class FakeEvolutionAPI:
             if not 200 <= answer.status < 300:
                 return web.Response(status=answer.status, headers=headers)
             body = self._default_answer(payload)
+            if self.on_accept is not None:
+                await self.on_accept(recorded)
         return web.json_response(body, status=answer.status, headers=headers)
 
     def _default_answer(self, payload: dict[str, Any]) -> dict[str, Any]:

@@ -16,7 +16,8 @@ Answers, in order of precedence:
 2. a ``phone_number_id`` other than the one given to the constructor (when one
    was given), or a body without ``messaging_product: whatsapp``: 400 with code 100;
 3. the next scripted answer (``enqueue``), in order, one per request;
-4. the default: a send answer shaped like ``cloud_send_text_response.json``
+4. the standing answer (``always``: a hanging provider, a 429 for good, a redirect);
+5. the default: a send answer shaped like ``cloud_send_text_response.json``
    with a new unique wamid, or ``{"success": true}`` for a read receipt.
 
 Requests to any other path are recorded too and answered 400 (unknown path).
@@ -24,7 +25,8 @@ Requests to any other path are recorded too and answered 400 (unknown path).
 What a test reads: ``base_url``; ``requests`` (every ``RecordedRequest``, in
 arrival order, rejected ones included); ``issued_ids`` (each wamid the default
 answer gave out, not those of scripted bodies); ``sent_texts()``;
-``pending_answers``; ``await wait_for_requests(n, timeout=5)``.
+``pending_answers``; ``await wait_for_requests(n, timeout=5)``. ``on_accept`` (an async
+callable given the request) runs after a send was accepted, before the answer leaves.
 """
 
 from __future__ import annotations
@@ -36,7 +38,7 @@ import json
 import re
 import secrets
 from collections import deque
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Self
 
@@ -97,6 +99,10 @@ class FakeGraphAPI:
         self.requests: list[RecordedRequest] = []
         self.issued_ids: list[str] = []
         self._script: deque[ScriptedAnswer] = deque()
+        self._standing: ScriptedAnswer | None = None
+        # Awaited after a send was accepted, before the answer goes out (tests use it to
+        # break the database right between the provider's acceptance and its recording).
+        self.on_accept: Callable[[RecordedRequest], Awaitable[None]] | None = None
         self._arrived = asyncio.Event()
         self._closing = asyncio.Event()
         self._counter = itertools.count(1)
@@ -130,6 +136,22 @@ class FakeGraphAPI:
         otherwise. ``delay`` seconds pass before the answer (to test timeouts).
         """
         self._script.append(ScriptedAnswer(status, body, dict(headers or {}), delay))
+
+    def always(
+        self,
+        status: int,
+        body: Any = None,
+        headers: Mapping[str, str] | None = None,
+        *,
+        delay: float = 0.0,
+    ) -> None:
+        """Answer every authenticated request this way once the script is used up (a
+        provider that hangs: ``always(200, delay=3600)``); ``clear_always`` ends it."""
+        self._standing = ScriptedAnswer(status, body, dict(headers or {}), delay)
+
+    def clear_always(self) -> None:
+        """Back to the default answers."""
+        self._standing = None
 
     async def wait_for_requests(self, n: int, timeout: float = 5.0) -> list[RecordedRequest]:
         """Wait until at least ``n`` requests arrived and return the first ``n``."""
@@ -208,8 +230,13 @@ class FakeGraphAPI:
             message = "(#100) The parameter messaging_product is required."
             return web.json_response(graph_error(100, message), status=400)
         if self._script:
-            return await self._scripted(self._script.popleft(), payload)
-        return web.json_response(self._default_answer(payload))
+            return await self._scripted(self._script.popleft(), payload, recorded)
+        if self._standing is not None:
+            return await self._scripted(self._standing, payload, recorded)
+        answer = self._default_answer(payload)
+        if self.on_accept is not None:
+            await self.on_accept(recorded)
+        return web.json_response(answer)
 
     async def _unknown_path(self, request: web.Request) -> web.StreamResponse:
         """Any other path: recorded, then refused as Graph does."""
@@ -217,7 +244,9 @@ class FakeGraphAPI:
         message = f"Unknown path components: {request.path}"
         return web.json_response(graph_error(2500, message), status=400)
 
-    async def _scripted(self, answer: ScriptedAnswer, payload: dict[str, Any]) -> web.Response:
+    async def _scripted(
+        self, answer: ScriptedAnswer, payload: dict[str, Any], recorded: RecordedRequest
+    ) -> web.Response:
         """Play one scripted answer, after its delay (cut short when the fake closes)."""
         if answer.delay:
             try:
@@ -234,6 +263,8 @@ class FakeGraphAPI:
             if not 200 <= answer.status < 300:
                 return web.Response(status=answer.status, headers=headers)
             body = self._default_answer(payload)
+            if self.on_accept is not None:
+                await self.on_accept(recorded)
         return web.json_response(body, status=answer.status, headers=headers)
 
     def _default_answer(self, payload: dict[str, Any]) -> dict[str, Any]:

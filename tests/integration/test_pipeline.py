@@ -377,7 +377,10 @@ async def test_permanent_error_fails_and_dead_letters(
         return rows if rows and rows[0]["status"] == "failed" else []
 
     rows = await wait_until(failed, timeout=60)
-    assert rows[0]["error_code"] == "131026"
+    # Our code; Meta's numeric code named in our own text, Meta's words nowhere.
+    assert rows[0]["error_code"] == "provider_rejected"
+    assert "131026" in rows[0]["error_message"]
+    assert "undeliverable" not in rows[0]["error_message"]
     assert len(sends_to(fakes.graph, sender)) == 1
 
     async def dead() -> list[Any]:
@@ -385,7 +388,7 @@ async def test_permanent_error_fails_and_dead_letters(
         return [json.loads(r.value) for r in recs if str(rows[0]["id"]) in r.value.decode()]
 
     letter = (await wait_until(dead, timeout=30))[0]
-    assert letter["stage"] == "send" and letter["error_code"] == "131026"
+    assert letter["stage"] == "send" and letter["error_code"] == "provider_rejected"
 
 
 async def test_statuses_out_of_order_end_at_highest(

@@ -21,7 +21,7 @@ from agents_pipeline.providers.sandbox import SandboxProvider
 from agents_pipeline.reply import prepare_replies
 from agents_pipeline.resolve import resolve
 from agents_pipeline.resolve_batch import resolve_batch
-from agents_pipeline.send import deliver_batch
+from agents_pipeline.send import SendPolicy, deliver_batch
 from storage import agents, bulk, messages
 from storage.secrets import SecretBox
 from streams.contracts import ContactRef, GeneratedReply, InboundMessage, ProviderName
@@ -293,7 +293,9 @@ async def test_deliver_batch_sends_each_conversation_in_order_once(
     batch.append(batch[0])  # a replay within the batch
     async with aiohttp.ClientSession() as http:
         kw: dict[str, Any] = dict(
-            box=SecretBox(SecretBox.generate_key()), max_attempts=3, timeout=5, now=lambda: T0
+            box=SecretBox(SecretBox.generate_key()),
+            policy=SendPolicy(max_attempts=3, timeout=5),
+            now=lambda: T0,
         )
         outcomes = await deliver_batch(pool, http, batch, **kw)
         replay = await deliver_batch(pool, http, batch[:3], **kw)
@@ -343,8 +345,7 @@ async def test_deliver_batch_one_broken_message_fails_alone(
             http,
             [r for r in reqs if r is not None],
             box=SecretBox(SecretBox.generate_key()),
-            max_attempts=3,
-            timeout=5,
+            policy=SendPolicy(max_attempts=3, timeout=5),
             now=lambda: T0,
         )
     assert [o.sent.status for o in outcomes] == ["stored", "failed", "stored"]

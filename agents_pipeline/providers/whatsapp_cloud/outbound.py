@@ -44,6 +44,8 @@ RETRIABLE_CODES = frozenset(
         133004,  # server temporarily unavailable
     }
 )
+# The retriable codes that are rate limits (the rest are Meta-side failures).
+RATE_LIMIT_CODES = frozenset({4, 80007, 80008, 130429, 131048, 131056})
 # Re-engagement: more than 24 hours since the user last wrote; free text is refused.
 OUTSIDE_WINDOW_CODE = 131047
 # Listed for the reader; any code outside RETRIABLE_CODES on a 4xx is permanent too.
