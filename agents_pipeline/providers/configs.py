@@ -57,6 +57,21 @@ SECRET_FIELDS: dict[ProviderName, frozenset[str]] = {
 }
 
 
+# The config fields that decide where provider calls go, and the credentials those calls
+# carry: changing a destination needs those credentials in the same request, so that an
+# API key cannot send a channel's stored token to a server of its choosing.
+DESTINATION_FIELDS: dict[ProviderName, frozenset[str]] = {
+    ProviderName.WHATSAPP_CLOUD: frozenset({"base_url"}),
+    ProviderName.EVOLUTION: frozenset({"base_url"}),
+    ProviderName.SANDBOX: frozenset(),
+}
+OUTBOUND_SECRETS: dict[ProviderName, frozenset[str]] = {
+    ProviderName.WHATSAPP_CLOUD: frozenset({"access_token"}),
+    ProviderName.EVOLUTION: frozenset({"api_key"}),
+    ProviderName.SANDBOX: frozenset(),
+}
+
+
 def parse_config(provider: ProviderName, data: dict) -> _Config:
     """Validate a channel's config for its provider (raises pydantic.ValidationError)."""
     return CONFIG_MODELS[provider].model_validate(data)

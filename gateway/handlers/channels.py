@@ -7,7 +7,13 @@ from typing import Any
 from aiohttp import web
 from pydantic import ValidationError
 
-from agents_pipeline.providers.configs import SECRET_FIELDS, config_to_plain, parse_config
+from agents_pipeline.providers.configs import (
+    DESTINATION_FIELDS,
+    OUTBOUND_SECRETS,
+    SECRET_FIELDS,
+    config_to_plain,
+    parse_config,
+)
 from gateway.bodies import pagination, path_uuid, read_model, validation_error
 from gateway.errors import ApiError, not_found
 from gateway.responses import listing, no_content, ok
@@ -63,6 +69,30 @@ def split_config(provider: ProviderName, data: dict[str, Any]) -> tuple[dict, di
     secret = {k: v for k, v in plain.items() if k in secret_names}
     clear = {k: v for k, v in plain.items() if k not in secret_names}
     return clear, secret
+
+
+def require_secrets_for_new_destination(
+    provider: ProviderName, stored: dict[str, Any], clear: dict[str, Any], given: dict[str, Any]
+) -> None:
+    """A new destination (``base_url``) takes the credentials its calls carry, given again.
+
+    Stored secrets follow a PATCH that leaves them out; without this rule an API key
+    could point a channel at its own server and receive the channel's token with the
+    next send. Values are compared after validation, so a mere respelling of the same
+    URL is no change.
+    """
+    moved = sorted(f for f in DESTINATION_FIELDS[provider] if clear.get(f) != stored.get(f))
+    if not moved:
+        return
+    missing = sorted(f for f in OUTBOUND_SECRETS[provider] if not given.get(f))
+    if missing:
+        raise ApiError(
+            422,
+            "secrets_required",
+            f"changing {', '.join(moved)} requires the channel's credentials again in the "
+            f"same request: {', '.join(missing)}",
+            {"fields": [f"config.{f}" for f in missing], "changed": [f"config.{f}" for f in moved]},
+        )
 
 
 async def create_channel(request: web.Request) -> web.Response:
@@ -145,6 +175,7 @@ async def patch_channel(request: web.Request) -> web.Response:
             provider = ProviderName(row["provider"])
             merged = {**row["config"], **svc.box.open(row["secrets"]), **given["config"]}
             clear, secret = split_config(provider, merged)
+            require_secrets_for_new_destination(provider, row["config"], clear, given["config"])
             changes["config"] = clear
             changes["secrets"] = svc.box.seal(secret) if secret else None
         row = await channels.update_channel(
