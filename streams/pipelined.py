@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterable, Awaitable, Callable, Sequence
 from typing import Any
 
 import faust
@@ -35,6 +35,7 @@ from streams.take import take_batches
 log = logging.getLogger(__name__)
 
 Handle = Callable[[list[faust.EventT]], Awaitable[None]]
+Ack = Callable[[faust.EventT], Awaitable[Any]]
 
 
 async def batches_in_flight(
@@ -47,6 +48,24 @@ async def batches_in_flight(
     drain: float = 0.0,
 ) -> None:
     """Run ``handle`` over batches of ``stream``, up to ``limit`` units at once."""
+    await run_units(
+        take_batches(stream, max_, within, ack=False),
+        ack=stream.ack,
+        limit=limit,
+        handle=handle,
+        drain=drain,
+    )
+
+
+async def run_units(
+    batches: AsyncIterable[Sequence[faust.EventT]],
+    *,
+    ack: Ack,
+    limit: int,
+    handle: Handle,
+    drain: float = 0.0,
+) -> None:
+    """The loop of ``batches_in_flight`` over any source of batches (events need ``key``)."""
     if limit < 1:
         raise ValueError("batches_in_flight needs a limit of at least one")
     room = asyncio.Semaphore(limit)
@@ -61,7 +80,7 @@ async def batches_in_flight(
                 await asyncio.wait(before)
             await handle(events)
             for event in events:
-                await stream.ack(event)
+                await ack(event)
         finally:
             room.release()
 
@@ -84,7 +103,7 @@ async def batches_in_flight(
         task.add_done_callback(lambda t, ks=keys: finished(t, ks))  # type: ignore[misc]
 
     try:
-        async for events in take_batches(stream, max_, within, ack=False):
+        async for events in batches:
             free: list[faust.EventT] = []
             waiting: dict[Any, list[faust.EventT]] = {}
             for event in events:
