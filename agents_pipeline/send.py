@@ -34,7 +34,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 from urllib.parse import urlsplit
-from uuid import UUID
+from uuid import UUID, uuid4
 
 import aiohttp
 import psycopg
@@ -56,7 +56,10 @@ log = logging.getLogger(__name__)
 
 WINDOW = timedelta(hours=24)
 BUSY_DELAY = 2.0  # a message that found no call slot of its channel tries again this soon
-REQUEUE_LEASE = 60.0  # a requeued message not handled this long after is produced again
+# A claim (``sending``) another worker may not take over for this long: longer than a
+# batch's calls (deadline each); and a requeued deferral not handled within it is
+# produced again.
+LEASE = 60.0
 # Database failures the recording of an accepted send outlives: the provider has the
 # message, so the row must say so; retried with backoff until it does.
 RECORD_RETRIABLE: tuple[type[BaseException], ...] = (
@@ -95,6 +98,7 @@ class SendState:
             clock=clock,
         )
         self.slots = ChannelSlots(policy.channel_concurrency)
+        self.claimer = uuid4()  # this worker, in its send claims
         # Provider answers not recorded yet: a retried batch records them, never resends.
         self.accepted: dict[UUID, SendResult] = {}
 
@@ -139,8 +143,12 @@ class _Deferred:
     attempts: int
 
 
+@dataclass
 class _Stale:
-    """A copy of a request produced before the message's latest deferral: dropped."""
+    """A copy of a request produced before the message's latest deferral: dropped (the
+    deferral produces it again when due, and the conversation's next messages wait)."""
+
+    not_before: datetime
 
 
 Decision = _Delivered | _Refused | _Deferred | _Stale
@@ -200,12 +208,18 @@ async def deliver_batch(
         first.setdefault(r.outbound_id, i)  # a replay within the batch is a replay
     unique = [i for i, r in enumerate(reqs) if first[r.outbound_id] == i]
     async with pool.connection() as conn:
-        claimed = await bulk.claim_for_send(
-            conn, [(reqs[i].workspace_id, reqs[i].outbound_id) for i in unique]
+        claimed, elsewhere = await bulk.claim_for_send(
+            conn,
+            [(reqs[i].workspace_id, reqs[i].outbound_id) for i in unique],
+            claimer=state.claimer,
+            lease_seconds=LEASE,
         )
         todo = [i for i in unique if reqs[i].outbound_id in claimed]
+        # Held by another worker (which may still be sending it): tried again once its
+        # claim runs out, through the deferrals.
+        held = [i for i in unique if reqs[i].outbound_id in elsewhere]
         waits = await send_queue.state(
-            conn, [(reqs[i].workspace_id, reqs[i].outbound_id) for i in todo]
+            conn, [(reqs[i].workspace_id, reqs[i].outbound_id) for i in todo + held]
         )
         channels: dict[tuple[UUID, UUID], dict | None] = {}
         workspaces: dict[UUID, dict | None] = {}
@@ -254,14 +268,19 @@ async def deliver_batch(
                 decisions[i] = d
                 if isinstance(d, _Deferred):
                     behind = d
+                elif isinstance(d, _Stale) and behind is None:
+                    behind = _Deferred("behind_deferred", d.not_before, prior)
 
+    for i in held:  # they keep their place in their conversation's order
+        prior = int((waits.get(reqs[i].outbound_id) or {}).get("attempts", 0))
+        pre[i] = _Deferred("in_flight_elsewhere", elsewhere[reqs[i].outbound_id], prior)
     groups: dict[UUID, list[int]] = {}
-    for i in todo:
+    for i in sorted(todo + held):
         groups.setdefault(reqs[i].conversation_id, []).append(i)
     await asyncio.gather(*(conversation(g) for g in groups.values()))
 
     sent_at = now()
-    await _record(pool, reqs, decisions, waits, sent_at)
+    await _record(pool, reqs, decisions, set(held), sent_at)
     for i, d in decisions.items():
         if isinstance(d, _Delivered):
             state.accepted.pop(reqs[i].outbound_id, None)
@@ -281,7 +300,7 @@ def _before_calling(
 ) -> Decision | None:
     """What is decided without calling the provider; None: call it."""
     if wait is not None and wait["deferred"] and not wait["requeued"]:
-        return _Stale()
+        return _Stale(wait["not_before"])
     if channel is None:
         return _Refused("failed", public("channel_missing"), dead=True)
     if workspace is None or not workspace["is_active"]:
@@ -417,10 +436,14 @@ async def _record(
     pool: AsyncConnectionPool,
     reqs: Sequence[SendRequest],
     decisions: dict[int, Decision],
-    waits: dict[UUID, dict],
+    held: set[int],
     at: datetime,
 ) -> None:
-    """Write every decision of the batch in one transaction, retried until it holds."""
+    """Write every decision of the batch in one transaction, retried until it holds.
+
+    ``held``: messages another worker holds, deferred without touching their claim."""
+    if not decisions:
+        return
     delivered = [(i, d) for i, d in decisions.items() if isinstance(d, _Delivered)]
     refused = [(i, d) for i, d in decisions.items() if isinstance(d, _Refused)]
     deferred = [(i, d) for i, d in decisions.items() if isinstance(d, _Deferred)]
@@ -429,10 +452,20 @@ async def _record(
         (reqs[i].workspace_id, reqs[i].outbound_id)
         for i, d in decisions.items()
         if isinstance(d, _Delivered | _Refused)
-        and (waits.get(reqs[i].outbound_id) or {}).get("deferred")
     ]
-    if not decisions:
-        return
+
+    def deferral(i: int, d: _Deferred) -> send_queue.Deferral:
+        r = reqs[i]
+        return send_queue.Deferral(
+            workspace_id=r.workspace_id,
+            message_id=r.outbound_id,
+            channel_id=r.channel_id,
+            conversation_id=r.conversation_id,
+            request=r.model_dump(mode="json"),
+            reason=d.reason,
+            attempts=d.attempts,
+            not_before=d.not_before,
+        )
 
     async def write() -> None:
         async with pool.connection() as conn, conn.transaction():
@@ -461,21 +494,9 @@ async def _record(
                     error_message=d.error.message,
                 )
             await send_queue.clear(conn, done)
+            await send_queue.defer(conn, [deferral(i, d) for i, d in deferred if i not in held])
             await send_queue.defer(
-                conn,
-                [
-                    send_queue.Deferral(
-                        workspace_id=reqs[i].workspace_id,
-                        message_id=reqs[i].outbound_id,
-                        channel_id=reqs[i].channel_id,
-                        conversation_id=reqs[i].conversation_id,
-                        request=reqs[i].model_dump(mode="json"),
-                        reason=d.reason,
-                        attempts=d.attempts,
-                        not_before=d.not_before,
-                    )
-                    for i, d in deferred
-                ],
+                conn, [deferral(i, d) for i, d in deferred if i in held], release_claims=False
             )
             await send_queue.release(
                 conn, [(reqs[i].workspace_id, reqs[i].outbound_id) for i in stale]
@@ -540,7 +561,7 @@ def _outcome(req: SendRequest, d: Decision, at: datetime) -> SendOutcome:
 
 
 async def requeue_due(
-    pool: AsyncConnectionPool, *, limit: int = 500, lease: float = REQUEUE_LEASE
+    pool: AsyncConnectionPool, *, limit: int = 500, lease: float = LEASE
 ) -> list[SendRequest]:
     """The deferred requests that are due, to produce to ``messages.send`` again in order."""
     async with pool.connection() as conn, conn.transaction():

@@ -265,24 +265,46 @@ async def insert_bot_replies(conn: Conn, rows: list[Row]) -> dict[UUID, tuple[Ro
     return out
 
 
-async def claim_for_send(conn: Conn, keys: Sequence[tuple[UUID, UUID]]) -> set[UUID]:
-    """Move outbound messages (workspace_id, message_id) to ``sending``; the ids claimed.
+async def claim_for_send(
+    conn: Conn, keys: Sequence[tuple[UUID, UUID]], *, claimer: UUID, lease_seconds: float
+) -> tuple[set[UUID], dict[UUID, datetime]]:
+    """Move outbound messages (workspace_id, message_id) to ``sending`` for ``claimer`` (one
+    worker process); returns the ids claimed, and the ids another worker claimed less than
+    ``lease_seconds`` ago with the time their claim runs out.
 
-    As ``messages.claim_for_send``: a message that reached ``sent``, ``failed`` or
-    ``blocked`` is never claimed again, whatever replays its send request.
+    A message that reached ``sent``, ``failed`` or ``blocked``, or that has a provider id,
+    is never claimed again, whatever replays its send request. A ``sending`` one is taken
+    over only from the same worker (a retried batch) or once its claim ran out (its worker
+    died, or lost the partition in a rebalance and still sends): two workers never send
+    it at the same time.
     """
     if not keys:
-        return set()
+        return set(), {}
     ws, ids = _pairs(keys)
     cur = await conn.execute(
-        f"UPDATE messages m SET status = 'sending', status_rank = {_SENDING}"
-        " FROM unnest(%s::uuid[], %s::uuid[]) AS v(w, id)"
+        f"UPDATE messages m SET status = 'sending', status_rank = {_SENDING},"
+        " send_claimed_by = %(claimer)s, send_claimed_at = now()"
+        " FROM unnest(%(ws)s::uuid[], %(ids)s::uuid[]) AS v(w, id)"
         " WHERE m.id = v.id AND m.workspace_id = v.w AND m.direction = 'out'"
         " AND m.status IN ('pending', 'sending') AND m.provider_message_id IS NULL"
+        " AND (m.status = 'pending' OR m.send_claimed_by IS NULL"
+        " OR m.send_claimed_by = %(claimer)s"
+        " OR m.send_claimed_at < now() - make_interval(secs => %(lease)s))"
         " RETURNING m.id",
-        (ws, ids),
+        {"ws": ws, "ids": ids, "claimer": claimer, "lease": lease_seconds},
     )
-    return {r["id"] for r in await cur.fetchall()}
+    claimed = {r["id"] for r in await cur.fetchall()}
+    if len(claimed) == len(set(ids)):
+        return claimed, {}
+    cur = await conn.execute(
+        "SELECT m.id, m.send_claimed_at + make_interval(secs => %(lease)s) AS until"
+        " FROM messages m JOIN unnest(%(ws)s::uuid[], %(ids)s::uuid[]) AS v(w, id)"
+        " ON m.id = v.id AND m.workspace_id = v.w"
+        " WHERE m.status = 'sending' AND m.provider_message_id IS NULL"
+        " AND m.id <> ALL(%(claimed)s::uuid[])",
+        {"ws": ws, "ids": ids, "claimed": list(claimed), "lease": lease_seconds},
+    )
+    return claimed, {r["id"]: r["until"] for r in await cur.fetchall()}
 
 
 async def get_conversations(conn: Conn, keys: Sequence[tuple[UUID, UUID]]) -> dict[UUID, Row]:

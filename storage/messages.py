@@ -177,22 +177,6 @@ async def has_bot_reply(conn: Conn, *, workspace_id: UUID, in_reply_to: UUID) ->
     return await cur.fetchone() is not None
 
 
-async def claim_for_send(conn: Conn, *, workspace_id: UUID, message_id: UUID) -> Row | None:
-    """Move an outbound message to ``sending``; None when it was already sent or refused.
-
-    The send stage's idempotency check: a message that reached ``sent`` (or failed or was
-    blocked) is never delivered again, whatever replays the send request.
-    """
-    cur = await conn.execute(
-        f"UPDATE messages SET status = 'sending', status_rank = {STATUS_RANK['sending']}"
-        " WHERE id = %s AND workspace_id = %s AND direction = 'out'"
-        " AND status IN ('pending', 'sending') AND provider_message_id IS NULL"
-        f" RETURNING {COLS}",
-        (message_id, workspace_id),
-    )
-    return await cur.fetchone()
-
-
 async def mark_sent(
     conn: Conn,
     *,

@@ -39,7 +39,8 @@ async def state(conn: Conn, keys: Sequence[tuple[UUID, UUID]]) -> dict[UUID, Row
     """What the deferrals say about messages about to be sent, by message id.
 
     ``deferred``: the message has its own deferral (``requeued``: the sweep produced it
-    again since it was deferred, ``attempts``: calls made so far). ``behind_until``: an
+    again since it was deferred, ``attempts``: calls made so far, ``not_before``: when it
+    is due). ``behind_until``: an
     earlier message of its conversation, outside this batch, is deferred until then (the
     latest such time). Only messages with something to say are returned.
     """
@@ -49,6 +50,7 @@ async def state(conn: Conn, keys: Sequence[tuple[UUID, UUID]]) -> dict[UUID, Row
     cur = await conn.execute(
         "SELECT s.* FROM (SELECT m.id, d.message_id IS NOT NULL AS deferred,"
         " d.requeued_at IS NOT NULL AS requeued, coalesce(d.attempts, 0) AS attempts,"
+        " d.not_before,"
         " (SELECT max(e.not_before) FROM send_deferrals e JOIN messages em ON em.id = e.message_id"
         "  WHERE e.conversation_id = m.conversation_id AND e.workspace_id = m.workspace_id"
         "  AND e.message_id <> ALL(%(ids)s) AND (em.created_at, em.id) < (m.created_at, m.id)"
@@ -62,8 +64,9 @@ async def state(conn: Conn, keys: Sequence[tuple[UUID, UUID]]) -> dict[UUID, Row
     return {r["id"]: r for r in await cur.fetchall()}
 
 
-async def defer(conn: Conn, rows: Sequence[Deferral]) -> None:
-    """Record deferrals and put their messages back to ``pending``.
+async def defer(conn: Conn, rows: Sequence[Deferral], *, release_claims: bool = True) -> None:
+    """Record deferrals and put their messages back to ``pending`` (unless
+    ``release_claims`` is false: a message another worker still holds stays its own).
 
     A conversation's other deferred messages never become due before the one deferred
     here (they go out after it): their ``not_before`` is raised to at least its own.
@@ -97,7 +100,8 @@ async def defer(conn: Conn, rows: Sequence[Deferral]) -> None:
         " WHERE d.workspace_id = v.w AND d.conversation_id = v.c AND d.not_before < v.nb",
         (cols[0], cols[3], cols[7]),
     )
-    await release(conn, [(r.workspace_id, r.message_id) for r in rows])
+    if release_claims:
+        await release(conn, [(r.workspace_id, r.message_id) for r in rows])
 
 
 async def release(conn: Conn, keys: Sequence[tuple[UUID, UUID]]) -> None:
@@ -128,7 +132,12 @@ async def take_due(conn: Conn, *, limit: int, lease_seconds: float) -> list[Row]
     """Deferrals to produce again now: every deferred message of each conversation with a
     due one, oldest message first, marked requeued (a requeue older than the lease is
     taken again: the record it produced may have been lost). Rows another sweep holds are
-    skipped. Call it inside a transaction."""
+    skipped. Deferrals of messages that are done meanwhile (sent by another worker that
+    held them) are dropped. Call it inside a transaction."""
+    await conn.execute(
+        "DELETE FROM send_deferrals d USING messages m WHERE m.id = d.message_id"
+        " AND (m.status NOT IN ('pending', 'sending') OR m.provider_message_id IS NOT NULL)"
+    )
     cur = await conn.execute(
         "WITH due AS (SELECT DISTINCT workspace_id, conversation_id FROM ("
         "  SELECT workspace_id, conversation_id FROM send_deferrals"
@@ -146,13 +155,3 @@ async def take_due(conn: Conn, *, limit: int, lease_seconds: float) -> list[Row]
     rows = await cur.fetchall()
     rows.sort(key=lambda r: (r["created_at"], r["message_id"]))
     return rows
-
-
-async def count_for_channel(conn: Conn, *, workspace_id: UUID, channel_id: UUID) -> int:
-    """How many of a channel's messages wait in the deferrals."""
-    cur = await conn.execute(
-        "SELECT count(*) AS n FROM send_deferrals WHERE workspace_id = %s AND channel_id = %s",
-        (workspace_id, channel_id),
-    )
-    row = await cur.fetchone()
-    return int(row["n"]) if row else 0

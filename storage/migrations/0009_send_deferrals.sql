@@ -1,4 +1,5 @@
--- 0009: sends deferred for later, so that a waiting message never holds the send stream.
+-- 0009: sends deferred for later, so that a waiting message never holds the send stream;
+-- and send claims that expire.
 -- A row holds one outbound message whose send must wait: a provider's Retry-After, a
 -- retriable failure's backoff, a channel whose circuit breaker is open, or an earlier
 -- message of its conversation that waits (a conversation's messages go out in order).
@@ -25,3 +26,8 @@ CREATE INDEX send_deferrals_due ON send_deferrals (not_before);
 CREATE INDEX send_deferrals_channel ON send_deferrals (channel_id);
 CREATE TRIGGER send_deferrals_updated_at BEFORE UPDATE ON send_deferrals
     FOR EACH ROW EXECUTE FUNCTION set_updated_at();
+
+-- Who claimed an outbound message for sending, and when: a 'sending' message is taken over
+-- only by the same worker or once the claim is older than the send stage's lease, so that
+-- two workers (one still sending after a rebalance moved its partition) never send it both.
+ALTER TABLE messages ADD COLUMN send_claimed_by uuid, ADD COLUMN send_claimed_at timestamptz;
