@@ -208,7 +208,7 @@ def create_app(settings: Settings) -> OmnichatApp:
             await consumer.perform_seek()
 
     from streams import views
-    from streams.agents import documents, normalize, pipeline, records
+    from streams.agents import deadletters, documents, normalize, pipeline, records
 
     normalize.register(app, tables.dedupe)
     pipeline.register(
@@ -221,4 +221,5 @@ def create_app(settings: Settings) -> OmnichatApp:
         app, usage_counters=tables.usage, stats_table=tables.stats, quota_counters=tables.quota
     )
     documents.register(app)
+    deadletters.register(app)
     return app

@@ -112,3 +112,20 @@ class StreamMetrics:
             "Partitions found stuck after a rebalance and sought back (streams/app.py).",
             registry=r,
         )
+        self.retrieval_errors = Counter(
+            "omnichat_retrieval_errors_total",
+            "Messages answered without knowledge because the search failed.",
+            registry=r,
+        )
+        self.deadletters_kept = Counter(
+            "omnichat_deadletters_total",
+            "Failed records kept in the deadletters table (a repeat counts once), by stage.",
+            ["stage"],
+            registry=r,
+        )
+        self.needing_attention = Counter(
+            "omnichat_conversations_needing_attention_total",
+            "Conversations flagged as needing a person, by reason.",
+            ["reason"],
+            registry=r,
+        )

@@ -162,6 +162,8 @@ def register(
 
     async def on_resolved(msg: ResolvedMessage) -> list[Out]:
         found = await retrieve(msg, retriever=knowledge)
+        if found.retrieval_error is not None:  # answered without knowledge: say so
+            m.retrieval_errors.inc()
         # Conversation key, workspace partition: generate owns the workspace's quota.
         where = workspace_partition(found.workspace_id, s.topic_partitions)
         return [Out(t.retrieved, found, found.key, partition=where)]
