@@ -114,6 +114,9 @@ def build_parser() -> argparse.ArgumentParser:
     from omnichat import tap  # `omnichat tap`: its options and runner live with its client
 
     tap.add_parser(sub)
+    from omnichat import rotate  # `omnichat rotate-secrets`: options and runner live there
+
+    rotate.add_parser(sub)
     return parser
 
 
