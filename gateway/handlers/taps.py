@@ -214,6 +214,27 @@ def check_lookback(start: StartAt, lookback_seconds: int, now_ms: int) -> int | 
     return not_before
 
 
+async def _offsets_at(
+    consumer: AIOKafkaConsumer,
+    tps: list[TopicPartition],
+    time_ms: int,
+    end: dict[TopicPartition, int],
+) -> dict[TopicPartition, int]:
+    """The first offset of each partition whose record is at or after ``time_ms`` (the end
+    when there is none).
+
+    A found record's timestamp is never before the time asked: Tansu 0.6.0 answers "none"
+    with offset 0 and timestamp -1 (Kafka with no offset), which read as an offset would
+    start the tap at the partition's first record.
+    """
+    found = await consumer.offsets_for_times({tp: time_ms for tp in tps})
+    out: dict[TopicPartition, int] = {}
+    for tp in tps:
+        hit = found.get(tp)
+        out[tp] = hit.offset if hit is not None and hit.timestamp >= time_ms else end[tp]
+    return out
+
+
 async def _positions(
     consumer: AIOKafkaConsumer,
     tps: list[TopicPartition],
@@ -231,16 +252,14 @@ async def _positions(
         return end
     begin = await consumer.beginning_offsets(tps)
     if start.kind == "time":  # a time is checked before the consumer starts
-        found = await consumer.offsets_for_times({tp: start.time_ms for tp in tps})
-        return {tp: found[tp].offset if found.get(tp) else end[tp] for tp in tps}
+        return await _offsets_at(consumer, tps, start.time_ms, end)
     if start.kind == "earliest":
         positions = begin
     else:
         positions = {tp: min(max(start.offset, begin[tp]), end[tp]) for tp in tps}
     if not_before_ms is not None:
-        found = await consumer.offsets_for_times({tp: not_before_ms for tp in tps})
         # The first record young enough; none at all: every record there is too old.
-        floor = {tp: found[tp].offset if found.get(tp) else end[tp] for tp in tps}
+        floor = await _offsets_at(consumer, tps, not_before_ms, end)
         if any(positions[tp] < floor[tp] for tp in tps):
             raise beyond_lookback((int(time.time() * 1000) - not_before_ms + 999) // 1000)
     return positions
