@@ -18,6 +18,7 @@ import aiohttp
 import pytest
 from aiokafka import ConsumerRecord
 
+from gateway.errors import ApiError
 from gateway.handlers import taps
 from omnichat.tap import SseEvent, sse_events
 from tests.conftest import Gateway, Tenant, make_tenant, wait_until
@@ -545,3 +546,15 @@ async def _tap_status(gw: Gateway, t: Tenant, start: str) -> tuple[int, Any]:
         f"{gw.url}/api/v1/taps/webhooks.raw", params={"from": start}, headers=t.headers()
     ) as resp:
         return resp.status, None if resp.status == 200 else await resp.json()
+
+
+def test_check_lookback() -> None:
+    now = 1_800_000_000_000
+    hour_ago = taps.StartAt("time", time_ms=now - 3_600_000)
+    assert taps.check_lookback(hour_ago, 3600, now) == now - 3_600_000
+    with pytest.raises(ApiError) as refused:
+        taps.check_lookback(taps.StartAt("time", time_ms=now - 3_600_001), 3600, now)
+    assert refused.value.status == 400 and refused.value.code == "from_beyond_lookback"
+    for start in (taps.StartAt("earliest"), taps.StartAt("offset", offset=0)):
+        assert taps.check_lookback(start, 3600, now) == now - 3_600_000  # checked on the records
+    assert taps.check_lookback(taps.StartAt("earliest"), 0, now) is None, "0: no limit"
