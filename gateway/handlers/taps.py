@@ -201,17 +201,14 @@ def beyond_lookback(lookback_seconds: int) -> ApiError:
     )
 
 
-def check_lookback(start: StartAt, lookback_seconds: int, now_ms: int) -> int | None:
-    """The oldest time (ms) a tap may start at, None without a limit; 400 for a time before it.
+def check_lookback(start: StartAt, lookback_seconds: int, now_ms: int) -> None:
+    """400 for a time before the window (0 seconds: no window).
 
     ``earliest`` and offsets are checked against the records once the consumer is up.
     """
-    if lookback_seconds <= 0:
-        return None
-    not_before = now_ms - lookback_seconds * 1000
-    if start.kind == "time" and start.time_ms < not_before:
-        raise beyond_lookback(lookback_seconds)
-    return not_before
+    if lookback_seconds > 0 and start.kind == "time":
+        if start.time_ms < now_ms - lookback_seconds * 1000:
+            raise beyond_lookback(lookback_seconds)
 
 
 async def _offsets_at(
@@ -239,12 +236,12 @@ async def _positions(
     consumer: AIOKafkaConsumer,
     tps: list[TopicPartition],
     start: StartAt,
-    not_before_ms: int | None = None,
+    lookback_seconds: int = 0,
 ) -> dict[TopicPartition, int]:
     """The first offset to read of every partition, fixed before the stream begins.
 
-    With ``not_before_ms``: 400 when ``earliest`` or the offset would start some
-    partition at a record older than that (one ListOffsets by time).
+    With a lookback window: 400 when ``earliest`` or the offset would start some
+    partition at a record older than the window (one ListOffsets by time).
     """
     # Checked by a fetch: the dev broker's ListOffsets can answer short (streams/offsets.py).
     end = await offsets.confirm(consumer, await consumer.end_offsets(tps))
@@ -257,11 +254,12 @@ async def _positions(
         positions = begin
     else:
         positions = {tp: min(max(start.offset, begin[tp]), end[tp]) for tp in tps}
-    if not_before_ms is not None:
+    if lookback_seconds > 0:
+        not_before = int(time.time() * 1000) - lookback_seconds * 1000
         # The first record young enough; none at all: every record there is too old.
-        floor = await _offsets_at(consumer, tps, not_before_ms, end)
+        floor = await _offsets_at(consumer, tps, not_before, end)
         if any(positions[tp] < floor[tp] for tp in tps):
-            raise beyond_lookback((int(time.time() * 1000) - not_before_ms + 999) // 1000)
+            raise beyond_lookback(lookback_seconds)
     return positions
 
 
@@ -281,10 +279,10 @@ async def _partitions(consumer: AIOKafkaConsumer, topic: str) -> list[TopicParti
 
 
 async def open_consumer(
-    broker_url: str, topic: str, start: StartAt, not_before_ms: int | None = None
+    broker_url: str, topic: str, start: StartAt, lookback_seconds: int = 0
 ) -> AIOKafkaConsumer:
     """A started consumer of every partition, positioned per ``from`` (503: broker away;
-    400: ``from`` reaches records older than ``not_before_ms``)."""
+    400: ``from`` reaches records older than the lookback window)."""
     consumer = AIOKafkaConsumer(
         bootstrap_servers=bootstrap_servers(broker_url),
         group_id=None,  # never a member of the pipeline's groups: no commits, no rebalances
@@ -298,7 +296,7 @@ async def open_consumer(
             await consumer.start()
             tps = await _partitions(consumer, topic)
             consumer.assign(tps)
-            for tp, offset in (await _positions(consumer, tps, start, not_before_ms)).items():
+            for tp, offset in (await _positions(consumer, tps, start, lookback_seconds)).items():
                 consumer.seek(tp, offset)
     except ApiError:
         await _stop(consumer)
@@ -384,7 +382,7 @@ async def tap_topic(request: web.Request) -> web.StreamResponse:
     settings = services(request).settings
     start = parse_from(request.query.get("from"))
     lookback = settings.tap_max_lookback_seconds
-    not_before = check_lookback(start, lookback, int(time.time() * 1000))
+    check_lookback(start, lookback, int(time.time() * 1000))
     if TAPS.active >= MAX_TAPS:
         raise ApiError(
             429,
@@ -401,7 +399,7 @@ async def tap_topic(request: web.Request) -> web.StreamResponse:
     )
     TAPS.active += 1
     try:
-        consumer = await open_consumer(broker_url, topic, start, not_before)
+        consumer = await open_consumer(broker_url, topic, start, lookback)
     except BaseException:
         TAPS.active -= 1
         await lease.release()
