@@ -493,7 +493,8 @@ ROUTES: list[Route] = [
         f"{P}/taps/{{topic}}",
         taps.tap_topic,
         "Server-Sent Events of a pipeline topic, the caller's workspace only "
-        "(from: now, earliest, an offset or an ISO 8601 time)",
+        "(from: now, earliest, an offset or an ISO 8601 time, within the lookback window; "
+        "webhooks.raw and deadletter need an admin key)",
         tag="taps",
         query=("from",),
     ),

@@ -117,6 +117,9 @@ def build_parser() -> argparse.ArgumentParser:
     from omnichat import deadletters  # `omnichat deadletters`: operators, database access
 
     deadletters.add_parser(sub)
+    from omnichat import rotate  # `omnichat rotate-secrets`: options and runner live there
+
+    rotate.add_parser(sub)
     return parser
 
 

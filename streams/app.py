@@ -118,7 +118,7 @@ def create_app(settings: Settings) -> OmnichatApp:
         table_cleanup_interval=60.0,
     )
     app.settings = settings
-    app.metrics = StreamMetrics()
+    app.metrics = StreamMetrics(extra_models=settings.extra_model_labels)
     app.resources = Resources(settings, app.metrics)
     app.topics_ = declare_topics(app, settings.topic_partitions)
 
