@@ -162,6 +162,7 @@ def run_row(msg: RetrievedMessage, result: GenerationResult) -> dict[str, Any]:
         "error": result.error,
         "reply_text": result.reply_text,
         "trace_id": msg.trace_id,
+        "retrieval_error": msg.retrieval_error,
     }
 
 
@@ -221,7 +222,7 @@ async def run_agent(
 def reply_for(msg: RetrievedMessage, run: dict) -> GeneratedReply:
     """The reply event of a message's run."""
     return GeneratedReply(
-        **msg.model_dump(exclude={"chunks"}),
+        **msg.model_dump(exclude={"chunks", "retrieval_error"}),
         run_id=run["id"],
         reply_text=run["reply_text"] or "",
         sources=[RetrievedChunk.model_validate(s) for s in run["sources"]],

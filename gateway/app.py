@@ -11,6 +11,7 @@ from aiohttp import web
 from redis.asyncio import Redis
 
 from gateway.auth import KeyCache, authenticate, check_admin, require_scope
+from gateway.auth_epoch import AuthEpoch
 from gateway.channel_cache import ChannelCache
 from gateway.errors import ApiError, Handler, response_for
 from gateway.idempotency import IdempotencyCache
@@ -71,8 +72,8 @@ def create_app(settings: Settings) -> web.Application:
     """The gateway application; it opens its pool, Redis and producer on startup."""
     if not (settings.database_url and settings.redis_url and settings.broker_url):
         raise ValueError("the gateway needs broker_url, database_url and redis_url")
-    if settings.secret_key is None:
-        raise ValueError("the gateway needs secret_key to read channel credentials")
+    if not settings.fernet_keys:
+        raise ValueError("the gateway needs secret_key(s) to read channel credentials")
     app = web.Application(
         middlewares=[gateway_middleware],
         client_max_size=settings.max_body_bytes + 64 * 1024,
@@ -99,7 +100,6 @@ async def _freeze_heap(app: web.Application) -> None:
 def _resources(settings: Settings):
     async def ctx(app: web.Application) -> AsyncIterator[None]:
         assert settings.database_url and settings.redis_url and settings.broker_url
-        assert settings.secret_key is not None
         pool = await open_pool(
             settings.database_url,
             min_size=settings.database_pool_min,
@@ -121,18 +121,20 @@ def _resources(settings: Settings):
         except Exception as exc:
             log.warning("could not ensure topics: %s", exc)
         await producer.start()
-        box = SecretBox(settings.secret_key.get_secret_value())
+        box = SecretBox(settings.fernet_keys)
+        resp = RespClient(settings.redis_url)  # one pipelined connection for both hot paths
+        epoch = AuthEpoch(resp)
+        unverified = settings.auth_cache_unverified_seconds
         app[SERVICES] = Services(
             settings=settings,
             pool=pool,
             redis=redis,
             producer=producer,
             box=box,
-            keys=KeyCache(settings.auth_cache_seconds),
-            channels=ChannelCache(pool, box, settings.auth_cache_seconds),
-            idempotency=IdempotencyCache(
-                RespClient(settings.redis_url), ttl_seconds=settings.idempotency_ttl_seconds
-            ),
+            auth_epoch=epoch,
+            keys=KeyCache(settings.auth_cache_seconds, epoch, unverified),
+            channels=ChannelCache(pool, box, settings.auth_cache_seconds, epoch, unverified),
+            idempotency=IdempotencyCache(resp, ttl_seconds=settings.idempotency_ttl_seconds),
             metrics=GatewayMetrics(),
         )
         try:

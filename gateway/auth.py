@@ -1,8 +1,9 @@
 """Who is calling: API keys with ``X-Workspace-ID``, the platform admin token, or a provider.
 
-Keys are cached per process for ``auth_cache_seconds`` so that a webhook burst
-costs no database round trip per request; the process that revokes a key
-evicts it at once, the others within the cache time.
+Keys are cached per process so that a burst of requests costs no database round trip
+each. A cached key holds only under the auth epoch it was loaded in
+(``gateway/auth_epoch.py``): a revocation or a workspace change in any process bumps the
+epoch, and every process loads the key again on its next request.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from uuid import UUID
 from aiohttp import web
 from psycopg_pool import AsyncConnectionPool
 
+from gateway.auth_epoch import AuthEpoch, EpochCache
 from gateway.errors import ApiError
 from storage import api_keys
 
@@ -40,29 +42,30 @@ PLATFORM_ADMIN = "platform_admin"
 
 
 class KeyCache:
-    """key hash → key row, for a few seconds."""
+    """key hash → key row, while the auth epoch holds (and ``ttl`` seconds at most)."""
 
-    def __init__(self, ttl: float) -> None:
-        self.ttl = ttl
-        self._rows: dict[str, tuple[float, dict[str, Any]]] = {}
+    def __init__(self, ttl: float, epoch: AuthEpoch, unverified_ttl: float = 0.5) -> None:
+        self.epoch = epoch
+        self._rows: EpochCache[str, dict[str, Any]] = EpochCache(ttl, unverified_ttl)
 
     async def lookup(self, pool: AsyncConnectionPool, key_hash: str) -> dict[str, Any] | None:
         """The key's row, from the cache or the database (unknown keys are not cached)."""
-        now = time.monotonic()
-        hit = self._rows.get(key_hash)
-        if hit is not None and now - hit[0] < self.ttl:
-            return hit[1]
+        epoch = await self.epoch.current()  # read before the database: see auth_epoch
+        found, row = self._rows.get(key_hash, epoch)
+        if found:
+            return row
+        loaded_at = time.monotonic()
         async with pool.connection() as conn:
             row = await api_keys.find_by_hash(conn, key_hash=key_hash)
         if row is None:
-            self._rows.pop(key_hash, None)
+            self._rows.evict(key_hash)
             return None
-        self._rows[key_hash] = (now, row)
+        self._rows.put(key_hash, epoch, row, loaded_at)
         return row
 
     def evict(self, key_hash: str) -> None:
         """Forget one key (after revocation)."""
-        self._rows.pop(key_hash, None)
+        self._rows.evict(key_hash)
 
     def clear(self) -> None:
         """Forget everything (after a workspace changed)."""

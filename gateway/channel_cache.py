@@ -2,8 +2,9 @@
 
 A webhook names its channel in the URL; looking it up (and decrypting its
 credentials) on every request would cost a database round trip and a Fernet
-decryption each. Entries live ``ttl`` seconds; the process that changes a
-channel evicts it at once.
+decryption each. An entry holds only under the auth epoch it was loaded in
+(``gateway/auth_epoch.py``), and ``ttl`` seconds at most: a channel changed or
+deleted, or a workspace deactivated, in any process is seen at once in all.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from uuid import UUID
 
 from psycopg_pool import AsyncConnectionPool
 
+from gateway.auth_epoch import AuthEpoch, EpochCache
 from storage import channels
 from storage.secrets import SecretBox
 from streams.contracts import ProviderName
@@ -44,18 +46,26 @@ class ChannelInfo:
 class ChannelCache:
     """channel id → ChannelInfo, for a few seconds."""
 
-    def __init__(self, pool: AsyncConnectionPool, box: SecretBox, ttl: float) -> None:
+    def __init__(
+        self,
+        pool: AsyncConnectionPool,
+        box: SecretBox,
+        ttl: float,
+        epoch: AuthEpoch,
+        unverified_ttl: float = 0.5,
+    ) -> None:
         self.pool = pool
         self.box = box
-        self.ttl = ttl
-        self._items: dict[UUID, tuple[float, ChannelInfo | None]] = {}
+        self.epoch = epoch
+        self._items: EpochCache[UUID, ChannelInfo | None] = EpochCache(ttl, unverified_ttl)
 
     async def get(self, channel_id: UUID) -> ChannelInfo | None:
         """The channel, or None when it does not exist (also cached, briefly)."""
-        now = time.monotonic()
-        hit = self._items.get(channel_id)
-        if hit is not None and now - hit[0] < self.ttl:
-            return hit[1]
+        epoch = await self.epoch.current()  # read before the database: see auth_epoch
+        found, cached = self._items.get(channel_id, epoch)
+        if found:
+            return cached
+        loaded_at = time.monotonic()
         async with self.pool.connection() as conn:
             row = await channels.get_channel_for_webhook(conn, channel_id=channel_id)
         info = None
@@ -68,14 +78,12 @@ class ChannelCache:
                 workspace_active=row["workspace_active"],
                 config={**row["config"], **self.box.open(row["secrets"])},
             )
-        if len(self._items) > 100_000:
-            self._items.clear()
-        self._items[channel_id] = (now, info)
+        self._items.put(channel_id, epoch, info, loaded_at)
         return info
 
     def evict(self, channel_id: UUID) -> None:
         """Forget a channel (after it changed)."""
-        self._items.pop(channel_id, None)
+        self._items.evict(channel_id)
 
     def clear(self) -> None:
         """Forget everything (after a workspace changed)."""

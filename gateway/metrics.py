@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from prometheus_client import CollectorRegistry, Counter, Histogram
 
+METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
 
 
@@ -11,7 +12,13 @@ class GatewayMetrics:
     """One set per process (a registry of its own keeps tests independent)."""
 
     def request_done(self, route: str, method: str, status: int, seconds: float) -> None:
-        """Count a request; label children are cached (``labels()`` costs ~1.5 µs each)."""
+        """Count a request; label children are cached (``labels()`` costs ~1.5 µs each).
+
+        The method is the client's free text (aiohttp accepts any token): one outside
+        ``METHODS`` is labelled ``OTHER``, so that no client can add series at will.
+        """
+        if method not in METHODS:
+            method = "OTHER"
         key = (route, method, status)
         children = self._children.get(key)
         if children is None:

@@ -107,9 +107,16 @@ class DurableProducer:
         return self._producer is not None
 
     async def send(
-        self, topic: str, *, key: bytes, value: bytes, headers: list[tuple[str, bytes]]
+        self,
+        topic: str,
+        *,
+        key: bytes,
+        value: bytes,
+        headers: list[tuple[str, bytes]],
+        partition: int | None = None,
     ) -> float:
-        """Produce and wait for the ack; returns seconds taken, or raises BrokerUnavailable."""
+        """Produce and wait for the ack; returns seconds taken, or raises BrokerUnavailable.
+        ``partition``: this one instead of the key's (a dead letter's replay to generate)."""
         if self._producer is None:
             raise BrokerUnavailable("not connected to the broker")
         started = time.perf_counter()
@@ -117,7 +124,9 @@ class DurableProducer:
             await self._verify_topics()
         try:
             async with asyncio.timeout(self.timeout):  # one timer for the send and the ack
-                fut = await self._producer.send(topic, value=value, key=key, headers=headers)
+                fut = await self._producer.send(
+                    topic, value=value, key=key, headers=headers, partition=partition
+                )
                 await fut
         except (KafkaError, TimeoutError, OSError) as exc:
             self._suspect = True

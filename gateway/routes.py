@@ -7,6 +7,7 @@ from gateway.handlers import (
     audit,
     channels,
     conversations,
+    deadletters,
     health,
     keys,
     knowledge,
@@ -347,7 +348,7 @@ ROUTES: list[Route] = [
         conversations.list_conversations,
         "List conversations, newest first",
         tag="conversations",
-        query=("limit", "cursor", "channel_id", "status", "mode"),
+        query=("limit", "cursor", "channel_id", "status", "mode", "needs_attention"),
     ),
     Route(
         "GET",
@@ -360,7 +361,7 @@ ROUTES: list[Route] = [
         "PATCH",
         f"{P}/conversations/{{id}}",
         conversations.patch_conversation,
-        "Hand to a human or the bot; close or reopen",
+        "Hand to a human or the bot; close or reopen; clear needs_attention",
         tag="conversations",
         body=ConversationPatch,
     ),
@@ -379,6 +380,30 @@ ROUTES: list[Route] = [
         "Send a human's reply (delivered by the send stage)",
         tag="conversations",
         body=MessageCreate,
+        status=202,
+    ),
+    # dead letters (admin keys only)
+    Route(
+        "GET",
+        f"{P}/deadletters",
+        deadletters.list_deadletters,
+        "List the workspace's dead letters, newest first (stage; since: ISO 8601)",
+        tag="deadletters",
+        query=("limit", "cursor", "stage", "since"),
+    ),
+    Route(
+        "GET",
+        f"{P}/deadletters/{{id}}",
+        deadletters.get_deadletter,
+        "Get a dead letter",
+        tag="deadletters",
+    ),
+    Route(
+        "POST",
+        f"{P}/deadletters/{{id}}/replay",
+        deadletters.replay_deadletter,
+        "Produce a dead letter's record again to its stage (409 when it cannot be)",
+        tag="deadletters",
         status=202,
     ),
     # knowledge
@@ -468,7 +493,8 @@ ROUTES: list[Route] = [
         f"{P}/taps/{{topic}}",
         taps.tap_topic,
         "Server-Sent Events of a pipeline topic, the caller's workspace only "
-        "(from: now, earliest, an offset or an ISO 8601 time)",
+        "(from: now, earliest, an offset or an ISO 8601 time, within the lookback window; "
+        "webhooks.raw and deadletter need an admin key)",
         tag="taps",
         query=("from",),
     ),

@@ -149,6 +149,9 @@ class ConversationPatch(Body):
 
     mode: Literal["bot", "human"] | None = None
     status: Literal["open", "closed"] | None = None
+    needs_attention: Literal[False] | None = Field(
+        default=None, description="false: a person took care of it (only the pipeline sets it)."
+    )
 
 
 class MessageCreate(Body):

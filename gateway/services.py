@@ -9,6 +9,7 @@ from psycopg_pool import AsyncConnectionPool
 from redis.asyncio import Redis
 
 from gateway.auth import Caller, KeyCache
+from gateway.auth_epoch import AuthEpoch
 from gateway.channel_cache import ChannelCache
 from gateway.idempotency import IdempotencyCache
 from gateway.metrics import GatewayMetrics
@@ -26,6 +27,7 @@ class Services:
     redis: Redis
     producer: DurableProducer
     box: SecretBox
+    auth_epoch: AuthEpoch
     keys: KeyCache
     channels: ChannelCache
     idempotency: IdempotencyCache

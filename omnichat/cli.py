@@ -1,4 +1,4 @@
-"""The ``omnichat`` command: dev, gateway, worker, migrate, chat, kb."""
+"""The ``omnichat`` command: dev, gateway, worker, migrate, chat, kb, tap, deadletters."""
 
 from __future__ import annotations
 
@@ -114,6 +114,12 @@ def build_parser() -> argparse.ArgumentParser:
     from omnichat import tap  # `omnichat tap`: its options and runner live with its client
 
     tap.add_parser(sub)
+    from omnichat import deadletters  # `omnichat deadletters`: operators, database access
+
+    deadletters.add_parser(sub)
+    from omnichat import rotate  # `omnichat rotate-secrets`: options and runner live there
+
+    rotate.add_parser(sub)
     return parser
 
 

@@ -53,7 +53,7 @@ class DevStack:
             updates["admin_token"] = SecretStr(
                 _persisted_secret(data / "admin_token", lambda: f"adm_{secrets.token_urlsafe(24)}")
             )
-        if s.secret_key is None:
+        if s.secret_key is None and s.secret_keys is None:
             from storage.secrets import SecretBox
 
             updates["secret_key"] = SecretStr(
@@ -85,6 +85,7 @@ class DevStack:
             "REDIS_URL": s.redis_url,
             "ADMIN_TOKEN": s.admin_token.get_secret_value() if s.admin_token else None,
             "SECRET_KEY": s.secret_key.get_secret_value() if s.secret_key else None,
+            "SECRET_KEYS": s.secret_keys.get_secret_value() if s.secret_keys else None,
             "DATA_DIR": str(s.data_dir),
             "ALLOW_PRIVATE_PROVIDER_URLS": str(s.allow_private_provider_urls).lower(),
         }.items():

@@ -27,7 +27,14 @@ class Settings(BaseSettings):
     secret_key: SecretStr | None = Field(
         default=None,
         description="Fernet key that encrypts channel credentials at rest "
-        "(dev generates one into the data dir when unset).",
+        "(dev generates one into the data dir when neither it nor SECRET_KEYS is set).",
+    )
+    # Key rotation: several Fernet keys at once (docs/DEPLOY.md, "Rotating the secret key").
+    secret_keys: SecretStr | None = Field(
+        default=None,
+        description="Comma-separated Fernet keys: the first encrypts, every one decrypts. "
+        "With SECRET_KEY also set, SECRET_KEY is one more decryption key after these "
+        "(unless listed). `omnichat rotate-secrets` re-encrypts everything with the first.",
     )
     data_dir: Path = Field(default=Path(".omnichat"), description="Embedded servers' data.")
     log_level: str = Field(default="INFO", description="Log level of every process.")
@@ -47,7 +54,29 @@ class Settings(BaseSettings):
         default=7 * 24 * 3600, description="TTL of the Redis idempotency fast path."
     )
     auth_cache_seconds: float = Field(
-        default=3.0, description="How long a gateway process trusts a cached API key/channel."
+        default=3.0,
+        description="Longest a process trusts a cached API key or channel. A revocation, a "
+        "workspace or channel change is seen at once everywhere (the auth epoch in Redis); "
+        "this bounds only changes made behind the API's back (SQL).",
+    )
+    auth_cache_unverified_seconds: float = Field(
+        default=0.5,
+        description="While Redis (the auth epoch) is unreachable, how long a cached API key "
+        "or channel is still trusted: fail closed, a revocation waits at most this long.",
+    )
+
+    # Taps (GET /api/v1/taps/{topic}): bounds on what one workspace can pull from the broker
+    tap_max_open_per_workspace: int = Field(
+        default=5,
+        ge=1,
+        description="Taps one workspace may hold open at once, across every gateway process "
+        "(429 past it; counted in Redis, per process while Redis is away).",
+    )
+    tap_max_lookback_seconds: int = Field(
+        default=3600,
+        ge=0,
+        description="How far back a tap may start (from= a time, an offset or earliest): "
+        "400 for a start older than this. 0: no limit.",
     )
 
     # Dependencies (unset: embedded server)
@@ -118,6 +147,13 @@ class Settings(BaseSettings):
     embedding_api_key: SecretStr | None = Field(default=None, description="Its key.")
     embedding_model: str = Field(default="text-embedding-3-small", description="Its model.")
 
+    # Metrics: labels stay a bounded set (a model name is free text of a workspace)
+    metrics_extra_models: str = Field(
+        default="",
+        description="Comma-separated model names that get their own Prometheus label besides "
+        "the priced models and LLM_MODEL; any other model an agent version names is `other`.",
+    )
+
     # Providers
     send_timeout_seconds: float = Field(
         default=10.0, description="Timeout of one provider send call."
@@ -169,6 +205,24 @@ class Settings(BaseSettings):
         default=1.0,
         description="How often a worker produces due deferred sends to messages.send again.",
     )
+
+    @property
+    def fernet_keys(self) -> list[str]:
+        """The Fernet keys, the encrypting one first: SECRET_KEYS, then SECRET_KEY if not listed."""
+        keys: list[str] = []
+        if self.secret_keys is not None:
+            keys = [k.strip() for k in self.secret_keys.get_secret_value().split(",") if k.strip()]
+        if self.secret_key is not None:
+            single = self.secret_key.get_secret_value().strip()
+            if single and single not in keys:
+                keys.append(single)
+        return keys
+
+    @property
+    def extra_model_labels(self) -> frozenset[str]:
+        """Model names that are their own metric label (METRICS_EXTRA_MODELS and LLM_MODEL)."""
+        names = {n.strip() for n in self.metrics_extra_models.split(",") if n.strip()}
+        return frozenset(names | {self.llm_model})
 
     @property
     def llm_configured(self) -> bool:

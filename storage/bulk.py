@@ -394,6 +394,7 @@ _RUN_FIELDS = (
     ("error", "text"),
     ("reply_text", "text"),
     ("trace_id", "text"),
+    ("retrieval_error", "text"),
 )
 
 
@@ -414,7 +415,7 @@ async def insert_runs(conn: Conn, rows: list[Row]) -> dict[UUID, tuple[Row, bool
     names = ", ".join(name for name, _ in _RUN_FIELDS)
     arrays = ", ".join(f"%s::{kind}[]" for _, kind in _RUN_FIELDS)
     short = ", ".join(f"c{i}" for i in range(len(_RUN_FIELDS)))
-    values = [[_run_value(kind, r[name]) for r in rows] for name, kind in _RUN_FIELDS]
+    values = [[_run_value(kind, r.get(name)) for r in rows] for name, kind in _RUN_FIELDS]
     cur = await conn.execute(
         f"INSERT INTO agent_runs ({names}, created_at) SELECT {short}, {_ORDERED_NOW}"
         f" FROM unnest({arrays}) WITH ORDINALITY AS v({short}, n) ORDER BY v.n"

@@ -96,3 +96,31 @@ async def delete_channel(conn: Conn, *, workspace_id: UUID, channel_id: UUID) ->
         "DELETE FROM channels WHERE id = %s AND workspace_id = %s", (channel_id, workspace_id)
     )
     return cur.rowcount == 1
+
+
+# --- key rotation (platform maintenance: every workspace's channels, by id) -----------------
+
+
+async def sealed_secrets_page(
+    conn: Conn, *, after: UUID | None, limit: int
+) -> list[tuple[UUID, bytes]]:
+    """(id, sealed secrets) of the next ``limit`` channels with secrets, in id order.
+
+    Platform-wide on purpose: ``omnichat rotate-secrets`` re-encrypts every workspace's
+    credentials, as ``migrate`` changes every workspace's tables.
+    """
+    cur = await conn.execute(
+        "SELECT id, secrets FROM channels WHERE secrets IS NOT NULL"
+        " AND (%s::uuid IS NULL OR id > %s::uuid) ORDER BY id LIMIT %s",
+        (after, after, limit),
+    )
+    return [(r["id"], bytes(r["secrets"])) for r in await cur.fetchall()]
+
+
+async def replace_sealed_secrets(conn: Conn, *, channel_id: UUID, old: bytes, new: bytes) -> bool:
+    """Swap a channel's sealed secrets, only if they are still ``old`` (a PATCH may have won)."""
+    cur = await conn.execute(
+        "UPDATE channels SET secrets = %s WHERE id = %s AND secrets = %s",
+        (new, channel_id, old),
+    )
+    return cur.rowcount == 1

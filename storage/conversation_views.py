@@ -21,6 +21,7 @@ Row = dict[str, Any]
 _CONVERSATION = (
     "c.id, c.workspace_id, c.channel_id, c.contact_id, c.status, c.mode, c.human_until,"
     " c.last_message_at, c.last_inbound_at, c.created_at, c.updated_at,"
+    " c.needs_attention, c.attention_reason, c.attention_at, c.attention_deadletter_id,"
     " ct.external_id AS contact_external_id, ct.name AS contact_name,"
     " ct.phone AS contact_phone, ch.provider AS channel_provider,"
     " ch.is_active AS channel_active"
@@ -60,11 +61,18 @@ async def list_conversations(
     channel_id: UUID | None = None,
     status: str | None = None,
     mode: str | None = None,
+    needs_attention: bool | None = None,
 ) -> tuple[list[Row], str | None]:
     """A workspace's conversations, newest first (by creation: a keyset that never moves)."""
     cond, params = keyset(cursor, descending=True, alias="c")
-    filters, fparams = [], []
-    for column, value in (("channel_id", channel_id), ("status", status), ("mode", mode)):
+    filters: list[str] = []
+    fparams: list[object] = []
+    for column, value in (
+        ("channel_id", channel_id),
+        ("status", status),
+        ("mode", mode),
+        ("needs_attention", needs_attention),
+    ):
         if value is not None:
             filters.append(f"AND c.{column} = %s")
             fparams.append(value)

@@ -15,7 +15,7 @@ Row = dict[str, Any]
 COLS = (
     "id, workspace_id, agent_id, version_id, conversation_id, message_id, model, prompt_tokens,"
     " completion_tokens, latency_ms, cost_usd, sources, outcome, error, reply_text, trace_id,"
-    " created_at"
+    " retrieval_error, created_at"
 )
 
 
@@ -30,7 +30,8 @@ async def insert_run(conn: Conn, run: dict[str, Any]) -> tuple[Row, bool]:
     cur = await conn.execute(
         "INSERT INTO agent_runs (workspace_id, agent_id, version_id, conversation_id, message_id,"
         " model, prompt_tokens, completion_tokens, latency_ms, cost_usd, sources, outcome, error,"
-        " reply_text, trace_id) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)"
+        " reply_text, trace_id, retrieval_error)"
+        " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)"
         f" ON CONFLICT (message_id) DO NOTHING RETURNING {COLS}",
         (
             run["workspace_id"],
@@ -48,6 +49,7 @@ async def insert_run(conn: Conn, run: dict[str, Any]) -> tuple[Row, bool]:
             run["error"],
             run["reply_text"],
             run["trace_id"],
+            run.get("retrieval_error"),
         ),
     )
     row = await cur.fetchone()

@@ -118,7 +118,7 @@ def create_app(settings: Settings) -> OmnichatApp:
         table_cleanup_interval=60.0,
     )
     app.settings = settings
-    app.metrics = StreamMetrics()
+    app.metrics = StreamMetrics(extra_models=settings.extra_model_labels)
     app.resources = Resources(settings, app.metrics)
     app.topics_ = declare_topics(app, settings.topic_partitions)
 
@@ -208,7 +208,7 @@ def create_app(settings: Settings) -> OmnichatApp:
             await consumer.perform_seek()
 
     from streams import views
-    from streams.agents import documents, normalize, pipeline, records
+    from streams.agents import deadletters, documents, normalize, pipeline, records
 
     normalize.register(app, tables.dedupe)
     pipeline.register(
@@ -221,4 +221,5 @@ def create_app(settings: Settings) -> OmnichatApp:
         app, usage_counters=tables.usage, stats_table=tables.stats, quota_counters=tables.quota
     )
     documents.register(app)
+    deadletters.register(app)
     return app

@@ -25,12 +25,14 @@ gateway can use the contracts without a broker.
 
 from __future__ import annotations
 
+import hashlib
+import json
 from datetime import UTC, date, datetime
 from enum import StrEnum
 from typing import Any, Literal
 from uuid import UUID
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 SCHEMA_VERSION = 1
 
@@ -304,9 +306,16 @@ class RetrievedChunk(BaseModel):
 
 
 class RetrievedMessage(ResolvedMessage):
-    """A resolved message with the context found for it (``messages.retrieved``)."""
+    """A resolved message with the context found for it (``messages.retrieved``).
+
+    A search that failed (embedder down, unknown model, search error) does not stop the
+    message: it goes on without knowledge and ``retrieval_error`` says why (kept on the run).
+    """
 
     chunks: list[RetrievedChunk] = Field(default_factory=list)
+    retrieval_error: str | None = Field(
+        default=None, description="Why no knowledge was searched (None: the search ran)."
+    )
 
 
 class GeneratedReply(ResolvedMessage):
@@ -415,7 +424,12 @@ class AuditEvent(Contract):
 
 
 class DeadLetter(Contract):
-    """An event a stage could not process, with why (``deadletter``)."""
+    """An event a stage could not process, with why (``deadletter``).
+
+    ``event_key`` names the failed record (stage, workspace, channel and payload), so that
+    the dead letter's writer keeps one row for it however often the record or its dead
+    letter comes again; producers leave it empty and it is derived here.
+    """
 
     stage: str
     reason: str
@@ -424,6 +438,29 @@ class DeadLetter(Contract):
     channel_id: UUID | None = None
     payload: Any = None
     failed_at: datetime = Field(default_factory=utcnow)
+    event_key: str = Field(default="", description="Identity of the failed record.")
+
+    @model_validator(mode="after")
+    def _derive_event_key(self) -> DeadLetter:
+        if not self.event_key:
+            self.event_key = dead_letter_key(
+                self.stage, self.workspace_id, self.channel_id, self.payload
+            )
+        return self
+
+
+def dead_letter_key(
+    stage: str, workspace_id: UUID | None, channel_id: UUID | None, payload: Any
+) -> str:
+    """``stage:sha256`` of the failed record's identity: equal for the same record."""
+    body = (
+        payload
+        if isinstance(payload, str)
+        else json.dumps(payload, sort_keys=True, separators=(",", ":"), default=str)
+    )
+    digest = hashlib.sha256(f"{stage}\x00{workspace_id}\x00{channel_id}\x00".encode())
+    digest.update(body.encode("utf-8", "replace"))
+    return f"{stage}:{digest.hexdigest()}"
 
 
 class DocumentIngest(Contract):

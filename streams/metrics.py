@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+from collections.abc import Collection
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+from agents_pipeline.llm.pricing import model_label
 
 BUCKETS = (0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 
@@ -10,7 +14,11 @@ BUCKETS = (0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
 class StreamMetrics:
     """One set per worker process."""
 
-    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+    def __init__(
+        self, registry: CollectorRegistry | None = None, extra_models: Collection[str] = ()
+    ) -> None:
+        self.extra_models = frozenset(extra_models)
+        self._model_labels: dict[str, str] = {}
         self.registry = registry or CollectorRegistry()
         r = self.registry
         self.events_in = Counter(
@@ -123,3 +131,30 @@ class StreamMetrics:
             "Partitions found stuck after a rebalance and sought back (streams/app.py).",
             registry=r,
         )
+        self.retrieval_errors = Counter(
+            "omnichat_retrieval_errors_total",
+            "Messages answered without knowledge because the search failed.",
+            registry=r,
+        )
+        self.deadletters_kept = Counter(
+            "omnichat_deadletters_total",
+            "Failed records kept in the deadletters table (a repeat counts once), by stage.",
+            ["stage"],
+            registry=r,
+        )
+        self.needing_attention = Counter(
+            "omnichat_conversations_needing_attention_total",
+            "Conversations flagged as needing a person, by reason.",
+            ["reason"],
+            registry=r,
+        )
+
+    def model(self, name: str) -> str:
+        """The ``model`` label of an LLM call: priced, offline or allowed names, else ``other``
+        (``agents_pipeline.llm.pricing.model_label``)."""
+        label = self._model_labels.get(name)
+        if label is None:
+            label = model_label(name, self.extra_models)
+            if len(self._model_labels) < 10_000:  # a memo, bounded like the labels
+                self._model_labels[name] = label
+        return label

@@ -1,4 +1,5 @@
-"""What the stream agents share in one worker: the database pool, an HTTP session, the LLM.
+"""What the stream agents share in one worker: the database pool, an HTTP session, the LLM,
+and the Redis connection the admin views read the auth epoch over.
 
 Opened once, lazily, by the first agent that needs them; closed by the app on stop.
 """
@@ -12,6 +13,7 @@ from psycopg_pool import AsyncConnectionPool
 
 from agents_pipeline.llm import LLMClient
 from agents_pipeline.providers.egress import provider_session
+from gateway.resp import RespClient
 from omnichat.settings import Settings
 from storage.db import open_pool
 from storage.secrets import SecretBox
@@ -28,9 +30,9 @@ class Resources:
         self._pool: AsyncConnectionPool | None = None
         self._http: aiohttp.ClientSession | None = None
         self.llm: LLMClient | None = None
-        self.box = (
-            SecretBox(settings.secret_key.get_secret_value()) if settings.secret_key else None
-        )
+        self.box = SecretBox(settings.fernet_keys) if settings.fernet_keys else None
+        # Connects on first use; unset (no Redis), the views trust cached keys only briefly.
+        self.redis = RespClient(settings.redis_url) if settings.redis_url else None
 
     async def pool(self) -> AsyncConnectionPool:
         """The database pool (opened on first use)."""
@@ -62,6 +64,8 @@ class Resources:
 
     async def close(self) -> None:
         """Close everything (safe to call twice)."""
+        if self.redis is not None:
+            await self.redis.close()
         if self.llm is not None:
             await self.llm.close()
             self.llm = None

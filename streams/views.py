@@ -24,6 +24,7 @@ from yarl import URL
 from agents_pipeline import stats
 from agents_pipeline.quota import INBOUND, INBOUND_SEEN, TOKENS, counter_key, month_of
 from gateway.auth import KeyCache, authenticate, require_scope
+from gateway.auth_epoch import AuthEpoch
 from gateway.errors import ApiError
 from gateway.handlers.usage import MAX_DAYS, query_day
 from storage import quotas, usage
@@ -49,7 +50,11 @@ def register(
     quota_counters: faust.Table,
 ) -> None:
     """Add the admin views to the worker's web server."""
-    keys = KeyCache(ttl=app.settings.auth_cache_seconds)
+    keys = KeyCache(  # revocations elsewhere are seen at once: the auth epoch in Redis
+        app.settings.auth_cache_seconds,
+        AuthEpoch(app.resources.redis),
+        app.settings.auth_cache_unverified_seconds,
+    )
     quota_table = quota_counters
 
     def serve(path: str, build: Callable[[faust.web.Request, UUID], Awaitable[dict]]) -> None:

@@ -231,7 +231,13 @@ async def worker(
     from tests.integration.helpers import WorkerProcess
 
     local = settings.model_copy(
-        update={"llm_base_url": fakes.llm.base_url, "llm_api_key": SecretStr("sk-test")}
+        update={
+            "llm_base_url": fakes.llm.base_url,
+            "llm_api_key": SecretStr("sk-test"),
+            # Its admin views trust a cached key this long: only the auth epoch can make
+            # them see a revocation at once (test_two_gateways.py).
+            "auth_cache_seconds": 30.0,
+        }
     )
     proc = WorkerProcess(local, stack.tmp / "worker.log").start()
     yield proc

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import re
+from collections.abc import Collection
 
 from pydantic import BaseModel
 
@@ -38,13 +39,42 @@ _SNAPSHOT = re.compile(r"-\d{4}(?:-\d{2}-\d{2})?")
 _warned: set[str] = set()
 
 
+def _known_name(model: str) -> str | None:
+    """The PRICES name ``model`` is, also as a dated snapshot or behind a ``provider/`` prefix."""
+    name = model.strip().lower().rsplit("/", 1)[-1]
+    for known in PRICES:
+        if name == known or (name.startswith(known) and _SNAPSHOT.fullmatch(name[len(known) :])):
+            return known
+    return None
+
+
 def price_for(model: str) -> ModelPrice | None:
     """The price of ``model``, also for its dated snapshots and behind a ``provider/`` prefix."""
-    name = model.strip().lower().rsplit("/", 1)[-1]
-    for known, price in PRICES.items():
-        if name == known or (name.startswith(known) and _SNAPSHOT.fullmatch(name[len(known) :])):
-            return price
-    return None
+    known = _known_name(model)
+    return PRICES[known] if known is not None else None
+
+
+OTHER_MODEL = "other"
+
+
+def model_label(model: str, extra: Collection[str] = ()) -> str:
+    """The Prometheus label of a model: a bounded set, whatever an agent version names.
+
+    A version's ``model`` is free text of a workspace; as a label, each new spelling would
+    be a new series for good. Priced models are labelled by their PRICES name (snapshots
+    and ``provider/`` prefixes folded in), ``offline`` and the operator's ``extra`` names as
+    they are (compared without case and surrounding spaces); anything else is ``other``.
+    """
+    if model == OFFLINE_MODEL:
+        return OFFLINE_MODEL
+    known = _known_name(model)
+    if known is not None:
+        return known
+    name = model.strip().lower()
+    for allowed in extra:
+        if name == allowed.strip().lower():
+            return allowed.strip()
+    return OTHER_MODEL
 
 
 def estimate_cost_usd(model: str, prompt_tokens: int, completion_tokens: int) -> float:

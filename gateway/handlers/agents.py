@@ -73,6 +73,7 @@ def run_view(row: dict[str, Any]) -> dict[str, Any]:
         "sources": row["sources"],
         "outcome": row["outcome"],
         "error": row["error"],
+        "retrieval_error": row["retrieval_error"],
         "trace_id": row["trace_id"],
         "created_at": row["created_at"],
     }

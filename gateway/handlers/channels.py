@@ -194,6 +194,7 @@ async def patch_channel(request: web.Request) -> web.Response:
             details={k: str(v) if k == "agent_id" and v else v for k, v in audit_details.items()},
         )
     svc.channels.evict(channel_id)
+    await svc.auth_epoch.bump()
     return ok(channel_view(svc, row))  # type: ignore[arg-type]
 
 
@@ -216,4 +217,5 @@ async def delete_channel(request: web.Request) -> web.Response:
             object_id=channel_id,
         )
     svc.channels.evict(channel_id)
+    await svc.auth_epoch.bump()
     return no_content()

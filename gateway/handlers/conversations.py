@@ -22,7 +22,7 @@ from gateway.producer import BrokerUnavailable
 from gateway.responses import listing, ok
 from gateway.schemas import ConversationPatch, MessageCreate
 from gateway.services import caller, services
-from storage import audit, conversation_views, conversations, messages
+from storage import audit, conversation_views, conversations, deadletters, messages
 from streams.contracts import ProviderName, SendRequest, UsageEvent, utcnow
 from streams.topics import MESSAGES_SEND, USAGE_EVENTS
 
@@ -48,6 +48,10 @@ def conversation_view(row: dict[str, Any]) -> dict[str, Any]:
         "status": row["status"],
         "last_message_at": row["last_message_at"],
         "last_inbound_at": row["last_inbound_at"],
+        "needs_attention": row["needs_attention"],
+        "attention_reason": row["attention_reason"],
+        "attention_at": row["attention_at"],
+        "attention_deadletter_id": row["attention_deadletter_id"],
         "created_at": row["created_at"],
         "updated_at": row["updated_at"],
     }
@@ -88,6 +92,7 @@ async def list_conversations(request: web.Request) -> web.Response:
     channel_id = query_uuid(request, "channel_id")
     status = _choice(request, "status", STATUSES)
     mode = _choice(request, "mode", MODES)
+    attention = _choice(request, "needs_attention", ("true", "false"))
     async with services(request).pool.connection() as conn:
         rows, nxt = await conversation_views.list_conversations(
             conn,
@@ -97,6 +102,7 @@ async def list_conversations(request: web.Request) -> web.Response:
             channel_id=channel_id,
             status=status,
             mode=mode,
+            needs_attention=None if attention is None else attention == "true",
         )
     return listing([conversation_view(r) for r in rows], nxt)
 
@@ -114,7 +120,8 @@ async def get_conversation(request: web.Request) -> web.Response:
 
 
 async def patch_conversation(request: web.Request) -> web.Response:
-    """Hand a conversation to a human or back to the bot; close or reopen it."""
+    """Hand a conversation to a human or back to the bot; close or reopen it; clear its
+    ``needs_attention`` flag."""
     who = caller(request)
     conversation_id = path_uuid(request, "id", "conversation")
     body = await read_model(request, ConversationPatch)
@@ -142,6 +149,10 @@ async def patch_conversation(request: web.Request) -> web.Response:
             ) from None
         if not found:
             raise not_found("conversation")
+        if "needs_attention" in changes:
+            await deadletters.clear_attention(
+                conn, workspace_id=who.workspace_id, conversation_id=conversation_id
+            )
         row = await conversation_views.get_conversation(
             conn, workspace_id=who.workspace_id, conversation_id=conversation_id
         )
@@ -244,6 +255,10 @@ async def send_message(request: web.Request) -> web.Response:
             conversation_id=conversation_id,
             at=row["created_at"],
             inbound=False,
+        )
+        # A person answered: the conversation no longer waits for one.
+        await deadletters.clear_attention(
+            conn, workspace_id=who.workspace_id, conversation_id=conversation_id
         )
         await audit.write_audit(
             conn,

@@ -72,7 +72,7 @@ async def list_keys(request: web.Request) -> web.Response:
 
 
 async def revoke_key(request: web.Request) -> web.Response:
-    """Revoke a key: it stops working at once in this process."""
+    """Revoke a key: it stops working at once, in every process (the auth epoch)."""
     svc = services(request)
     who = caller(request)
     key_id = path_uuid(request, "id", "api key")
@@ -89,4 +89,5 @@ async def revoke_key(request: web.Request) -> web.Response:
             object_id=key_id,
         )
     svc.keys.evict(key_hash)
+    await svc.auth_epoch.bump()
     return no_content()

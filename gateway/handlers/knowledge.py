@@ -10,6 +10,10 @@ from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field
 
 from agents_pipeline.embeddings import EmbeddingError
+from agents_pipeline.embeddings.local import DEFAULT_MODEL as LOCAL_MODEL
+from agents_pipeline.embeddings.local import DIMENSIONS as LOCAL_DIMENSIONS
+from agents_pipeline.embeddings.multilingual import DEFAULT_MODEL as E5_MODEL
+from agents_pipeline.embeddings.multilingual import DIMENSIONS as E5_DIMENSIONS
 from agents_pipeline.knowledge_search import KnowledgeSearch, embedder_factory
 from gateway.bodies import pagination, parse_json, path_uuid, read_raw, validate
 from gateway.errors import ApiError, not_found
@@ -22,8 +26,10 @@ from streams.topics import DOCUMENTS_INGEST
 
 MAX_DOCUMENT_BYTES = 20 * 1024 * 1024
 EMBEDDINGS = ("local", "multilingual", "openai")
-# Models of the local embedders and the vector size of known OpenAI models.
-LOCAL_MODELS = {"local": "all-MiniLM-L6-v2", "multilingual": "multilingual-e5-small"}
+# The model id and vector size each local embedder loads by default: the id is stored with
+# the base and handed back to the embedder, so it must be one the embedder ships.
+LOCAL_MODELS = {"local": (LOCAL_MODEL, LOCAL_DIMENSIONS), "multilingual": (E5_MODEL, E5_DIMENSIONS)}
+# The vector size of known OpenAI models.
 KNOWN_DIMENSIONS = {
     "text-embedding-3-small": 1536,
     "text-embedding-3-large": 3072,
@@ -98,7 +104,7 @@ def doc_view(row: dict[str, Any]) -> dict[str, Any]:
 
 def _embedder_identity(svc: Services, body: KnowledgeBaseCreate) -> tuple[str, int]:
     if body.embedding in LOCAL_MODELS:
-        return LOCAL_MODELS[body.embedding], 384
+        return LOCAL_MODELS[body.embedding]
     if not (svc.settings.embedding_base_url or svc.settings.embedding_api_key):
         raise ApiError(
             422,

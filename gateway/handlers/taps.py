@@ -6,6 +6,13 @@ so it can neither slow them nor trigger a rebalance. A bounded queue sits
 between the consumer and the client; a client that does not keep up is
 dropped with a final ``event: error`` instead of being buffered without bound.
 
+Bounds: ``webhooks.raw`` (customers' bodies as received) and ``deadletter`` need an
+admin key (403 for read keys); a workspace holds at most
+``tap_max_open_per_workspace`` taps across every gateway process
+(``gateway/tap_leases.py``, 429 past it), and a tap starts at most
+``tap_max_lookback_seconds`` back (400 for a time, ``earliest`` or an offset
+reaching older records).
+
 Each event::
 
     id: <partition>:<offset>
@@ -22,6 +29,7 @@ import contextlib
 import json
 import logging
 import re
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -31,11 +39,12 @@ from uuid import UUID
 from aiohttp import web
 from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
 
+from gateway import tap_leases
 from gateway.errors import ApiError
 from gateway.responses import dumps
 from gateway.services import caller, services
 from streams import offsets
-from streams.topics import PIPELINE_TOPICS, WEBHOOKS_RAW, bootstrap_servers
+from streams.topics import DEADLETTER, PIPELINE_TOPICS, WEBHOOKS_RAW, bootstrap_servers
 
 log = logging.getLogger(__name__)
 
@@ -49,6 +58,7 @@ START_TIMEOUT = 10.0  # connecting the consumer and finding the start offsets
 FETCH_WAIT_MS = 200  # the broker may hold a fetch this long (Tansu holds it all)
 
 KEEP_ALIVE = b": keep-alive\n\n"
+ADMIN_TOPICS = frozenset({WEBHOOKS_RAW, DEADLETTER})  # raw bodies and failed events: admin keys
 
 
 class TapCount:
@@ -181,21 +191,76 @@ async def pump(consumer: Any, queue: asyncio.Queue[bytes], select: Selector) -> 
                     return "slow_client"
 
 
-async def _positions(
-    consumer: AIOKafkaConsumer, tps: list[TopicPartition], start: StartAt
+def beyond_lookback(lookback_seconds: int) -> ApiError:
+    """400 for a ``from`` that reaches records older than the window."""
+    return ApiError(
+        400,
+        "from_beyond_lookback",
+        f"a tap starts at most {lookback_seconds} s back: give a later from",
+        {"name": "from", "max_lookback_seconds": lookback_seconds},
+    )
+
+
+def check_lookback(start: StartAt, lookback_seconds: int, now_ms: int) -> None:
+    """400 for a time before the window (0 seconds: no window).
+
+    ``earliest`` and offsets are checked against the records once the consumer is up.
+    """
+    if lookback_seconds > 0 and start.kind == "time":
+        if start.time_ms < now_ms - lookback_seconds * 1000:
+            raise beyond_lookback(lookback_seconds)
+
+
+async def _offsets_at(
+    consumer: AIOKafkaConsumer,
+    tps: list[TopicPartition],
+    time_ms: int,
+    end: dict[TopicPartition, int],
 ) -> dict[TopicPartition, int]:
-    """The first offset to read of every partition, fixed before the stream begins."""
+    """The first offset of each partition whose record is at or after ``time_ms`` (the end
+    when there is none).
+
+    A found record's timestamp is never before the time asked: Tansu 0.6.0 answers "none"
+    with offset 0 and timestamp -1 (Kafka with no offset), which read as an offset would
+    start the tap at the partition's first record.
+    """
+    found = await consumer.offsets_for_times({tp: time_ms for tp in tps})
+    out: dict[TopicPartition, int] = {}
+    for tp in tps:
+        hit = found.get(tp)
+        out[tp] = hit.offset if hit is not None and hit.timestamp >= time_ms else end[tp]
+    return out
+
+
+async def _positions(
+    consumer: AIOKafkaConsumer,
+    tps: list[TopicPartition],
+    start: StartAt,
+    lookback_seconds: int = 0,
+) -> dict[TopicPartition, int]:
+    """The first offset to read of every partition, fixed before the stream begins.
+
+    With a lookback window: 400 when ``earliest`` or the offset would start some
+    partition at a record older than the window (one ListOffsets by time).
+    """
     # Checked by a fetch: the dev broker's ListOffsets can answer short (streams/offsets.py).
     end = await offsets.confirm(consumer, await consumer.end_offsets(tps))
     if start.kind == "now":
         return end
     begin = await consumer.beginning_offsets(tps)
+    if start.kind == "time":  # a time is checked before the consumer starts
+        return await _offsets_at(consumer, tps, start.time_ms, end)
     if start.kind == "earliest":
-        return begin
-    if start.kind == "offset":
-        return {tp: min(max(start.offset, begin[tp]), end[tp]) for tp in tps}
-    found = await consumer.offsets_for_times({tp: start.time_ms for tp in tps})
-    return {tp: found[tp].offset if found.get(tp) else end[tp] for tp in tps}
+        positions = begin
+    else:
+        positions = {tp: min(max(start.offset, begin[tp]), end[tp]) for tp in tps}
+    if lookback_seconds > 0:
+        not_before = int(time.time() * 1000) - lookback_seconds * 1000
+        # The first record young enough; none at all: every record there is too old.
+        floor = await _offsets_at(consumer, tps, not_before, end)
+        if any(positions[tp] < floor[tp] for tp in tps):
+            raise beyond_lookback(lookback_seconds)
+    return positions
 
 
 async def _partitions(consumer: AIOKafkaConsumer, topic: str) -> list[TopicPartition]:
@@ -213,8 +278,11 @@ async def _partitions(consumer: AIOKafkaConsumer, topic: str) -> list[TopicParti
     return [TopicPartition(topic, p) for p in sorted(parts)]
 
 
-async def open_consumer(broker_url: str, topic: str, start: StartAt) -> AIOKafkaConsumer:
-    """A started consumer of every partition, positioned per ``from`` (503: broker away)."""
+async def open_consumer(
+    broker_url: str, topic: str, start: StartAt, lookback_seconds: int = 0
+) -> AIOKafkaConsumer:
+    """A started consumer of every partition, positioned per ``from`` (503: broker away;
+    400: ``from`` reaches records older than the lookback window)."""
     consumer = AIOKafkaConsumer(
         bootstrap_servers=bootstrap_servers(broker_url),
         group_id=None,  # never a member of the pipeline's groups: no commits, no rebalances
@@ -228,7 +296,7 @@ async def open_consumer(broker_url: str, topic: str, start: StartAt) -> AIOKafka
             await consumer.start()
             tps = await _partitions(consumer, topic)
             consumer.assign(tps)
-            for tp, offset in (await _positions(consumer, tps, start)).items():
+            for tp, offset in (await _positions(consumer, tps, start, lookback_seconds)).items():
                 consumer.seek(tp, offset)
     except ApiError:
         await _stop(consumer)
@@ -303,22 +371,38 @@ async def tap_topic(request: web.Request) -> web.StreamResponse:
     topic = request.match_info["topic"]
     if topic not in PIPELINE_TOPICS:
         raise ApiError(404, "not_found", "topic not found", {"topics": list(PIPELINE_TOPICS)})
+    who = caller(request)
+    if topic in ADMIN_TOPICS and "admin" not in who.scopes:
+        raise ApiError(
+            403,
+            "insufficient_scope",
+            f"the {topic} tap needs an admin key: it shows raw bodies or failed events",
+            {"topic": topic, "required_scope": "admin"},
+        )
+    settings = services(request).settings
     start = parse_from(request.query.get("from"))
+    lookback = settings.tap_max_lookback_seconds
+    check_lookback(start, lookback, int(time.time() * 1000))
     if TAPS.active >= MAX_TAPS:
         raise ApiError(
             429,
             "too_many_taps",
             f"this gateway process already serves {MAX_TAPS} taps",
+            {"limit": MAX_TAPS, "scope": "process"},
             headers={"Retry-After": "5"},
         )
-    broker_url = services(request).settings.broker_url
+    broker_url = settings.broker_url
     assert broker_url is not None  # create_app refuses to start without one
-    select = selector(topic, caller(request).workspace_id)
+    select = selector(topic, who.workspace_id)
+    lease = await tap_leases.acquire(
+        services(request).redis, who.workspace_id, settings.tap_max_open_per_workspace
+    )
     TAPS.active += 1
     try:
-        consumer = await open_consumer(broker_url, topic, start)
+        consumer = await open_consumer(broker_url, topic, start, lookback)
     except BaseException:
         TAPS.active -= 1
+        await lease.release()
         raise
     pumping: asyncio.Task[str] | None = None
     queue: asyncio.Queue[bytes] = asyncio.Queue(QUEUE_SIZE)
@@ -347,4 +431,5 @@ async def tap_topic(request: web.Request) -> web.StreamResponse:
             await consumer.stop()
         finally:
             TAPS.active -= 1
+            await lease.release()
     return resp

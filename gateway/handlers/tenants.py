@@ -114,6 +114,7 @@ async def patch_workspace(request: web.Request) -> web.Response:
         )
     svc.keys.clear()
     svc.channels.clear()
+    await svc.auth_epoch.bump()  # every other process reloads keys and channels now
     return ok(workspace_view(row))
 
 

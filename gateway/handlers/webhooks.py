@@ -24,6 +24,7 @@ from aiohttp import web
 from agents_pipeline.errors import UnsupportedPayload
 from agents_pipeline.providers import get_provider
 from agents_pipeline.providers.items import KeyedItem, keyed_items
+from agents_pipeline.providers.redaction import redact_webhook
 from gateway.bodies import parse_json, path_uuid, read_raw, validate
 from gateway.channel_cache import ChannelInfo
 from gateway.errors import ApiError
@@ -196,7 +197,9 @@ async def whatsapp_webhook(request: web.Request) -> web.Response:
     if not valid_meta_signature(raw, header, str(info.config.get("app_secret", ""))):
         raise _auth_failed(svc, info, "missing signature" if not header else "invalid signature")
     _check_active(info)
-    items = _provider_items(info, parse_json(raw))
+    body = parse_json(raw)
+    raw = redact_webhook(info.provider, raw, body)  # verified above on the bytes received
+    items = _provider_items(info, body)
     return accepted(await _accept(svc, info, raw, items))
 
 
@@ -218,7 +221,9 @@ async def evolution_webhook(request: web.Request) -> web.Response:
     if not given or not expected or not hmac.compare_digest(given.encode(), expected.encode()):
         raise _auth_failed(svc, info, "missing token" if not given else "invalid token")
     _check_active(info)
-    items = _provider_items(info, parse_json(raw))
+    body = parse_json(raw)
+    raw = redact_webhook(info.provider, raw, body)  # Evolution's body carries its apikey
+    items = _provider_items(info, body)
     return accepted(await _accept(svc, info, raw, items))
 
 
@@ -260,7 +265,8 @@ async def inbox_webhook(request: web.Request) -> web.Response:
     """A provider payload relayed by an integrator with an API key."""
     svc = services(request)
     raw = await read_raw(request, svc.settings.max_body_bytes)
-    body = validate(InboxWebhook, parse_json(raw))
+    data = parse_json(raw)
+    body = validate(InboxWebhook, data)
     info = await _own_channel(svc, request, body.channel_id)
     if body.provider is not None and body.provider is not info.provider:
         raise ApiError(
@@ -271,10 +277,11 @@ async def inbox_webhook(request: web.Request) -> web.Response:
     message_id = None
     if info.provider is ProviderName.SANDBOX:
         message_id = body.payload.get("message_id") or f"sbx-{uuid4()}"
+    raw = redact_webhook(info.provider, raw, data, envelope="inbox")  # items from the result
     try:
         items = keyed_items(
             get_provider(info.provider),
-            body.payload,
+            data["payload"],
             channel_id=str(info.id),
             client_key=body.idempotency_key,
             message_id=message_id,

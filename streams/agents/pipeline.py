@@ -185,6 +185,8 @@ def register(
 
     async def on_resolved(msg: ResolvedMessage) -> list[Out]:
         found = await retrieve(msg, retriever=knowledge)
+        if found.retrieval_error is not None:  # answered without knowledge: say so
+            m.retrieval_errors.inc()
         # Conversation key, workspace partition: generate owns the workspace's quota.
         where = workspace_partition(found.workspace_id, s.topic_partitions)
         return [Out(t.retrieved, found, found.key, partition=where)]
@@ -264,11 +266,12 @@ def register(
             m.quota_refusals.labels(metric).inc()
             out.append(Out(t.audit, quota_audit(msg, metric, r.error), str(msg.workspace_id)))
         elif r is not None:
-            m.llm_calls.labels(r.model, r.outcome).inc()
-            m.llm_tokens.labels(r.model, "prompt").inc(r.prompt_tokens)
-            m.llm_tokens.labels(r.model, "completion").inc(r.completion_tokens)
-            m.llm_latency.labels(r.model).observe(r.latency_ms / 1000)
-            m.llm_cost.labels(r.model).inc(r.cost_usd)
+            model = m.model(r.model)  # never the version's free text as a label
+            m.llm_calls.labels(model, r.outcome).inc()
+            m.llm_tokens.labels(model, "prompt").inc(r.prompt_tokens)
+            m.llm_tokens.labels(model, "completion").inc(r.completion_tokens)
+            m.llm_latency.labels(model).observe(r.latency_ms / 1000)
+            m.llm_cost.labels(model).inc(r.cost_usd)
             ws = str(msg.workspace_id)
             key = str(msg.message_id)
             out += [

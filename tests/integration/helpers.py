@@ -99,7 +99,9 @@ class WorkerProcess:
             "DATABASE_URL": s.database_url,
             "REDIS_URL": s.redis_url,
             "SECRET_KEY": s.secret_key.get_secret_value() if s.secret_key else None,
+            "SECRET_KEYS": s.secret_keys.get_secret_value() if s.secret_keys else None,
             "ADMIN_TOKEN": s.admin_token.get_secret_value() if s.admin_token else None,
+            "AUTH_CACHE_SECONDS": str(s.auth_cache_seconds),
             "WORKER_ID": self.worker_id,
             "WORKER_WEB_PORT": str(self.web_port),
             "TOPIC_PARTITIONS": str(s.topic_partitions),
@@ -147,6 +149,87 @@ class WorkerProcess:
 
     def log(self) -> str:
         """Everything the worker printed."""
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+
+class GatewayProcess:
+    """``omnichat gateway`` as a child process: a second gateway with its own caches."""
+
+    def __init__(self, settings: Settings, log_path: Path, **env: str) -> None:
+        self.settings = settings
+        self.log_path = log_path
+        self.extra_env = {f"OMNICHAT_{k.upper()}": v for k, v in env.items()}
+        self.port = free_port()
+        self.proc: subprocess.Popen | None = None
+
+    @property
+    def url(self) -> str:
+        """Its base URL."""
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self) -> GatewayProcess:
+        """Start it (``ready`` waits for it to answer)."""
+        s = self.settings
+        env = dict(os.environ)
+        values = {
+            "BROKER_URL": s.broker_url,
+            "DATABASE_URL": s.database_url,
+            "REDIS_URL": s.redis_url,
+            "SECRET_KEY": s.secret_key.get_secret_value() if s.secret_key else None,
+            "SECRET_KEYS": s.secret_keys.get_secret_value() if s.secret_keys else None,
+            "ADMIN_TOKEN": s.admin_token.get_secret_value() if s.admin_token else None,
+            "TOPIC_PARTITIONS": str(s.topic_partitions),
+            "GATEWAY_HOST": "127.0.0.1",
+            "GATEWAY_PORT": str(self.port),
+            "LOG_LEVEL": "INFO",
+        }
+        env.update({f"OMNICHAT_{k}": v for k, v in values.items() if v is not None})
+        env.update(self.extra_env)
+        out = open(self.log_path, "ab")
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "omnichat.cli", "gateway"],
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+            preexec_fn=die_with_parent,
+        )
+        out.close()
+        return self
+
+    async def ready(self, timeout: float = 30.0) -> GatewayProcess:
+        """Wait until ``/healthz`` answers."""
+        import aiohttp
+
+        assert self.proc is not None, "start it first"
+        deadline = asyncio.get_running_loop().time() + timeout
+        async with aiohttp.ClientSession() as http:
+            while True:
+                if self.proc.poll() is not None:
+                    raise AssertionError(f"gateway exited {self.proc.returncode}: {self.log()}")
+                try:
+                    async with http.get(self.url + "/healthz") as r:
+                        if r.status == 200:
+                            return self
+                except aiohttp.ClientError:
+                    pass
+                if asyncio.get_running_loop().time() > deadline:
+                    raise AssertionError(f"gateway did not start: {self.log()}")
+                await asyncio.sleep(0.2)
+
+    def stop(self, timeout: float = 20.0) -> None:
+        """Stop it (SIGTERM, then SIGKILL)."""
+        if self.proc is None or self.proc.poll() is not None:
+            return
+        os.killpg(self.proc.pid, signal.SIGTERM)
+        try:
+            self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait()
+
+    def log(self) -> str:
+        """Everything it printed."""
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
 
 

@@ -18,6 +18,7 @@ import aiohttp
 import pytest
 from aiokafka import ConsumerRecord
 
+from gateway.errors import ApiError
 from gateway.handlers import taps
 from omnichat.tap import SseEvent, sse_events
 from tests.conftest import Gateway, Tenant, make_tenant, wait_until
@@ -459,3 +460,101 @@ async def test_cli_tap_reports_a_refusal(gateway: Gateway, tenant: Tenant) -> No
     out, err = await asyncio.wait_for(proc.communicate(), 30)
     assert proc.returncode == 1 and out == b""
     assert b"404" in err
+
+
+# --- bounds: admin topics, taps per workspace, how far back ---------------------------------
+
+
+async def test_raw_and_deadletter_taps_need_an_admin_key(gateway: Gateway, tenant: Tenant) -> None:
+    status, key = await gateway.call(
+        "POST",
+        "/api/v1/auth/keys",
+        key=tenant.key,
+        workspace=tenant.id,
+        json={"name": "reader", "scopes": ["read"]},
+    )
+    assert status == 201
+    for topic in ("webhooks.raw", "deadletter"):
+        status, body = await gateway.call(
+            "GET", f"/api/v1/taps/{topic}", key=key["key"], workspace=tenant.id
+        )
+        assert status == 403, (topic, body)
+        assert body["error"]["code"] == "insufficient_scope"
+        assert body["error"]["details"] == {"topic": topic, "required_scope": "admin"}
+    assert taps.active_taps() == 0, "refused before any consumer was made"
+    async with open_tap(gateway, tenant, "messages.sent", key=key["key"]):
+        pass  # other topics stay open to read keys
+    async with open_tap(gateway, tenant, "webhooks.raw"):
+        pass  # and the admin key reads the raw tap
+    await wait_until(taps_closed, timeout=10)
+
+
+async def test_taps_per_workspace_limit(
+    gateway: Gateway, tenant: Tenant, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from gateway.services import SERVICES
+
+    await wait_until(taps_closed, timeout=10)
+    monkeypatch.setattr(gateway.app[SERVICES].settings, "tap_max_open_per_workspace", 2)
+    other = await make_tenant(gateway, "Tap limit other")
+    async with open_tap(gateway, tenant, "audit.events"), open_tap(gateway, tenant, "usage.events"):
+        status, body = await gateway.call(
+            "GET", "/api/v1/taps/messages.sent", key=tenant.key, workspace=tenant.id
+        )
+        assert status == 429 and body["error"]["code"] == "too_many_taps", body
+        assert body["error"]["details"] == {"limit": 2, "scope": "workspace"}
+        async with open_tap(gateway, other, "audit.events"):
+            assert taps.active_taps() == 3, "another workspace has its own count"
+    await wait_until(taps_closed, timeout=10)
+    async with open_tap(gateway, tenant, "messages.sent"):
+        pass  # closed taps gave their places back
+
+
+async def test_from_beyond_the_lookback_window(
+    gateway: Gateway, tenant: Tenant, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from gateway.services import SERVICES
+
+    await wait_until(taps_closed, timeout=10)
+    channel = await create_channel(gateway, tenant, "sandbox", {})
+    old = f"soon old {uuid.uuid4()}"
+    await send_sandbox(gateway, tenant, channel["id"], old)
+    monkeypatch.setattr(gateway.app[SERVICES].settings, "tap_max_lookback_seconds", 2)
+    await asyncio.sleep(2.5)  # every record on the topic is now older than the window
+    long_ago = datetime.fromtimestamp(datetime.now(UTC).timestamp() - 10, UTC).isoformat()
+    for start in ("earliest", "0", long_ago):
+        status, body = await _tap_status(gateway, tenant, start)
+        assert status == 400, (start, body)
+        assert body["error"]["code"] == "from_beyond_lookback"
+        assert body["error"]["details"] == {"name": "from", "max_lookback_seconds": 2}
+    await wait_until(taps_closed, timeout=10)
+    recent = datetime.fromtimestamp(datetime.now(UTC).timestamp() - 1, UTC).isoformat()
+    fresh = f"fresh {uuid.uuid4()}"
+    async with open_tap(gateway, tenant, "webhooks.raw", recent) as tap:
+        await send_sandbox(gateway, tenant, channel["id"], fresh)
+        await tap.until(lambda d: json.loads(d["value"])["text"] == fresh)
+    assert all(old not in e.data for e in tap.seen), "a time after every record: the end"
+    for start in ("now", "999999999999"):  # past the end: starts at the end
+        async with open_tap(gateway, tenant, "webhooks.raw", start):
+            pass
+    await wait_until(taps_closed, timeout=10)
+
+
+async def _tap_status(gw: Gateway, t: Tenant, start: str) -> tuple[int, Any]:
+    """The status of a tap request and its error body (None for a tap that opened)."""
+    async with gw.http.get(
+        f"{gw.url}/api/v1/taps/webhooks.raw", params={"from": start}, headers=t.headers()
+    ) as resp:
+        return resp.status, None if resp.status == 200 else await resp.json()
+
+
+def test_check_lookback() -> None:
+    now = 1_800_000_000_000
+    taps.check_lookback(taps.StartAt("time", time_ms=now - 3_600_000), 3600, now)
+    with pytest.raises(ApiError) as refused:
+        taps.check_lookback(taps.StartAt("time", time_ms=now - 3_600_001), 3600, now)
+    assert refused.value.status == 400 and refused.value.code == "from_beyond_lookback"
+    assert refused.value.details == {"name": "from", "max_lookback_seconds": 3600}
+    taps.check_lookback(taps.StartAt("time", time_ms=0), 0, now)  # 0: no window
+    for start in (taps.StartAt("earliest"), taps.StartAt("offset", offset=0)):
+        taps.check_lookback(start, 3600, now)  # checked against the records, later

@@ -22,6 +22,10 @@ class EvolutionProvider(Provider):
         """Split an Evolution body into keyed items (see ``inbound.split``)."""
         return inbound.split(body, message_id=message_id)
 
+    def redact(self, body: dict[str, Any]) -> bool:
+        """Strip the instance's ``apikey`` and other credentials (see ``inbound.redact``)."""
+        return inbound.redact(body)
+
     def normalize(self, item: WebhookItem, *, headers: RawHeaders) -> list[NormalizedEvent]:
         """Turn one Evolution item into canonical events (see ``inbound.normalize``)."""
         return inbound.normalize(item, headers=headers)

@@ -27,7 +27,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from agents_pipeline.errors import UnsupportedPayload
-from agents_pipeline.providers.base import NormalizedEvent, WebhookItem
+from agents_pipeline.providers.base import NormalizedEvent, WebhookItem, strip_fields
 from streams.contracts import (
     ContactCard,
     ContactRef,
@@ -175,6 +175,35 @@ def _iso(value: Any, default: datetime) -> datetime:
     except ValueError:
         return default
     return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+
+
+# --- redact ---------------------------------------------------------------------------------
+
+# Fields that carry a credential, at any depth of a body (matched lowercased without '_' and
+# '-'): the instance's API key Evolution puts on every event (``apikey``), tokens and
+# passwords of instance events, what links a new device to the number (``qrcode.updated``'s
+# QR and pairing codes), and a message's end-to-end ``messageSecret``. No item key or
+# normalizer reads any of them.
+CREDENTIAL_FIELDS = frozenset(
+    {
+        "apikey",
+        "token",
+        "accesstoken",
+        "authorization",
+        "password",
+        "secret",
+        "hash",  # an instance's API key in Evolution's instance events
+        "jwt",
+        "qrcode",
+        "pairingcode",
+        "messagesecret",
+    }
+)
+
+
+def redact(body: dict[str, Any]) -> bool:
+    """Delete every credential field of an Evolution body in place; True when one was."""
+    return strip_fields(body, CREDENTIAL_FIELDS)
 
 
 # --- split ----------------------------------------------------------------------------------

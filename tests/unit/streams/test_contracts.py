@@ -50,3 +50,23 @@ def test_encoded_headers_round_trip() -> None:
         message_id="m1",
     )
     assert RawHeaders.from_kafka(fast) == RawHeaders.from_kafka(model.to_kafka()) == model
+
+
+def test_no_contract_has_a_field_for_a_secret() -> None:
+    """No topic value can carry a credential by design (channel configs stay in PostgreSQL)."""
+    from pydantic import BaseModel, SecretStr
+
+    from agents_pipeline.providers.base import field_name
+    from streams import contracts
+
+    suspicious = ("secret", "token", "apikey", "password", "config", "credential", "authorization")
+    models = [
+        m
+        for m in vars(contracts).values()
+        if isinstance(m, type) and issubclass(m, BaseModel) and m is not BaseModel
+    ]
+    assert len(models) > 10
+    for model in models:
+        for name, info in model.model_fields.items():
+            assert not any(word in field_name(name) for word in suspicious), (model, name)
+            assert info.annotation is not SecretStr, (model, name)
