@@ -30,7 +30,9 @@ from enum import StrEnum
 from typing import Any, Literal
 from uuid import UUID
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_serializer
+
+from streams.storable import scrub
 
 SCHEMA_VERSION = 1
 
@@ -421,6 +423,12 @@ class DeadLetter(Contract):
     channel_id: UUID | None = None
     payload: Any = None
     failed_at: datetime = Field(default_factory=utcnow)
+
+    @field_serializer("reason", "payload")
+    def _holdable(self, value: Any) -> Any:
+        """A dead letter is written whatever its event held: NUL and lone surrogates (which
+        a failed event may carry, and UTF-8 cannot encode) become U+FFFD."""
+        return scrub(value)
 
 
 class DocumentIngest(Contract):
