@@ -29,6 +29,7 @@ flight, each acked as soon as it is done.
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import time
 from collections.abc import Awaitable, Callable, Iterable
@@ -38,7 +39,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import faust
 from pydantic import BaseModel, ValidationError
 
-from streams import produce, window
+from streams import produce, storable, window
 from streams.contracts import DeadLetter, UsageEvent
 from streams.retry import DATA_ERRORS, is_transient, with_retry
 from streams.take import take_batches
@@ -148,8 +149,23 @@ def _parse(app: OmnichatApp, stage: str, e: faust.EventT, parse: Parse) -> tuple
     try:
         return parse(e), None
     except ValueError as exc:  # ValidationError is one
-        dead = _dead(stage, str(exc), "invalid_event", e.value, None)
+        dead = _dead(stage, str(exc), "invalid_event", e.value, _traced(e.value))
         return None, Out(app.topics_.deadletter, dead)
+
+
+class _Trace:
+    def __init__(self, trace_id: Any) -> None:
+        self.trace_id = storable.scrub(trace_id) if isinstance(trace_id, str) else None
+
+
+def _traced(raw: bytes) -> _Trace | None:
+    """The trace id of a record that is not its contract, when it still has one: so that
+    its dead letter can be found by the trace of the webhook that started it."""
+    try:
+        value = json.loads(raw)
+    except (ValueError, RecursionError):
+        return None
+    return _Trace(value.get("trace_id")) if isinstance(value, dict) else None
 
 
 def _parser(model: type[M] | None, parse: Parse | None) -> Parse:
