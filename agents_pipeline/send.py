@@ -216,28 +216,30 @@ async def deliver_batch(
     if delivered:
         at = now()
 
-        async def record() -> None:
+        async def record(done: list[tuple[int, str | None]]) -> None:
             async with pool.connection() as conn:
                 await bulk.mark_sent(
-                    conn,
-                    [
-                        (
-                            reqs[i].workspace_id,
-                            reqs[i].outbound_id,
-                            d.result.provider_message_id,
-                            at,
-                        )
-                        for i, d in delivered
-                    ],
+                    conn, [(reqs[i].workspace_id, reqs[i].outbound_id, pm, at) for i, pm in done]
                 )
-                touched = {(reqs[i].workspace_id, reqs[i].conversation_id) for i, _ in delivered}
+                touched = {(reqs[i].workspace_id, reqs[i].conversation_id) for i, _ in done}
                 await bulk.touch_conversations(conn, [(ws, cid, at, None) for ws, cid in touched])
 
         # The providers have the messages: a passing database failure retries the record
         # only, never the sends (which a retried batch would make again).
-        await with_retry("send", record)
+        ids = [(i, d.result.provider_message_id) for i, d in delivered]
+        refused: dict[int, str] = {}
+        try:
+            await with_retry("send", lambda: record(ids))
+        except Exception:  # not transient (those are retried): a value PostgreSQL refuses
+            log.exception("send: recording %d sends failed; recording them one by one", len(ids))
+            for i, pm in ids:
+                try:
+                    await with_retry("send", lambda one=[(i, pm)]: record(one))
+                except Exception as exc:  # the provider's message id: sent, recorded without
+                    refused[i] = f"{type(exc).__name__}: {exc}"
+                    await with_retry("send", lambda one=[(i, None)]: record(one))
         for i, d in delivered:
-            outcomes[i] = d.outcome(reqs[i], at)
+            outcomes[i] = d.outcome(reqs[i], at, refused.get(i))
     return outcomes
 
 
@@ -249,10 +251,23 @@ class _Delivered:
     provider: ProviderName
     attempts: int
 
-    def outcome(self, req: SendRequest, at: datetime) -> SendOutcome:
+    def outcome(self, req: SendRequest, at: datetime, refused: str | None = None) -> SendOutcome:
+        """Sent (or stored); ``refused``: why the provider's message id could not be kept
+        (the message is sent all the same, and a dead letter says so)."""
         status = "stored" if self.provider is ProviderName.SANDBOX else "sent"
-        sent = _sent(req, status, at, provider_message_id=self.result.provider_message_id)
-        return SendOutcome(sent, attempts=self.attempts)
+        if refused is None:
+            sent = _sent(req, status, at, provider_message_id=self.result.provider_message_id)
+            return SendOutcome(sent, attempts=self.attempts)
+        dead = DeadLetter(
+            trace_id=req.trace_id,
+            stage="send",
+            reason=f"sent, but the provider's message id was refused: {refused}",
+            error_code="data_error",
+            workspace_id=req.workspace_id,
+            channel_id=req.channel_id,
+            payload={"provider_message_id": self.result.provider_message_id},
+        )
+        return SendOutcome(_sent(req, status, at), attempts=self.attempts, dead=dead)
 
 
 async def _call_provider(
