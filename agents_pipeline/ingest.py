@@ -21,6 +21,7 @@ from agents_pipeline.embeddings import Embedder, EmbeddingError, check_vector_di
 from agents_pipeline.knowledge.chunking import chunk
 from agents_pipeline.knowledge.extract import ExtractionError, extract
 from storage import knowledge
+from streams.retry import DATA_ERRORS
 
 log = logging.getLogger(__name__)
 
@@ -100,6 +101,14 @@ async def ingest_document(
         return IngestOutcome("failed", error=error)
     for c, v in zip(planned, vectors, strict=True):
         c["embedding"] = v
-    async with pool.connection() as conn:
-        written = await knowledge.finish_document(conn, doc=doc, chunks=planned)
+    try:
+        async with pool.connection() as conn:
+            written = await knowledge.finish_document(conn, doc=doc, chunks=planned)
+    except DATA_ERRORS as exc:
+        # Text PostgreSQL refuses would be refused on every retry, and the sweep would
+        # take the document again forever: it fails, with the reason.
+        error = f"unstorable_text: {type(exc).__name__}: {exc}"
+        async with pool.connection() as conn:
+            await knowledge.fail_document(conn, doc_id=doc_id, error=error)
+        return IngestOutcome("failed", error=error)
     return IngestOutcome("ready" if written else "skipped", chunks=len(planned))

@@ -10,10 +10,10 @@ never forwarded (the worker died in between) is forwarded again on replay.
 
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Any
 from uuid import UUID
 
@@ -25,6 +25,7 @@ from agents_pipeline.providers import get_provider
 from agents_pipeline.providers.base import NormalizedEvent
 from agents_pipeline.providers.items import KeyedItem, keyed_items
 from storage import webhook_events
+from streams import storable
 from streams.contracts import DeadLetter, InboundMessage, RawHeaders
 
 log = logging.getLogger(__name__)
@@ -38,6 +39,31 @@ class RawRecord:
 
     headers: Any  # Kafka headers: list of (name, bytes) pairs or a mapping
     value: bytes
+    partition: int = 0  # where it was read: the dedupe table's keys go to the same one
+
+    @cached_property
+    def raw_headers(self) -> RawHeaders | None:
+        """The headers, or None when they cannot be read (the record is dead-lettered)."""
+        try:
+            return RawHeaders.from_kafka(self.headers)
+        except (ValidationError, ValueError):
+            return None
+
+    # What a dead letter of this record names (``streams.agents.stage``).
+    @property
+    def trace_id(self) -> str | None:
+        """The gateway's trace id."""
+        return self.raw_headers.trace_id if self.raw_headers else None
+
+    @property
+    def workspace_id(self) -> UUID | None:
+        """The workspace the gateway accepted the record for."""
+        return self.raw_headers.workspace_id if self.raw_headers else None
+
+    @property
+    def channel_id(self) -> UUID | None:
+        """The channel it came in on."""
+        return self.raw_headers.channel_id if self.raw_headers else None
 
 
 @dataclass
@@ -57,14 +83,17 @@ class BatchResult:
     """What the agent sends on and records after one batch."""
 
     forward: list[Pending] = field(default_factory=list)
-    dead: list[DeadLetter] = field(default_factory=list)
     duplicates: int = 0
-    # Per input record, in order: the dedupe keys it carried (for the dedupe table).
+    # Per input record, in order: the dedupe keys it carried (for the dedupe table), and
+    # the dead letter of a record that could not be read at all.
     keys_by_record: list[list[str]] = field(default_factory=list)
+    dead_by_record: list[DeadLetter | None] = field(default_factory=list)
 
 
 def _body_of(headers: RawHeaders, value: bytes) -> tuple[dict[str, Any], str | None]:
-    body = json.loads(value)
+    # The gateway's own loader: a body it would refuse (NUL, a lone surrogate, NaN, too
+    # deep) is refused here too, for records that did not come through it.
+    body = storable.loads(value)
     if not isinstance(body, dict):
         raise UnsupportedPayload("webhook body is not a JSON object", code="bad_shape")
     if headers.envelope == "inbox":
@@ -107,29 +136,26 @@ def plan_batch(records: Iterable[RawRecord], seen: Callable[[str], bool]) -> Bat
     for record in records:
         keys: list[str] = []
         result.keys_by_record.append(keys)
+        result.dead_by_record.append(None)
         headers: RawHeaders | None = None
         try:
             headers = RawHeaders.from_kafka(record.headers)
             items = split_record(record, headers)
         except (UnsupportedPayload, ValidationError, ValueError, UnicodeDecodeError) as exc:
             code = getattr(exc, "code", None) or type(exc).__name__
-            result.dead.append(
-                _dead(
-                    f"unreadable webhook: {exc}",
-                    code=code,
-                    headers=headers,
-                    payload=record.value.decode("utf-8", "replace")[:65536],
-                )
+            result.dead_by_record[-1] = _dead(
+                f"unreadable webhook: {exc}",
+                code=code,
+                headers=headers,
+                payload=record.value.decode("utf-8", "replace")[:65536],
             )
             continue
         if not items:
-            result.dead.append(
-                _dead(
-                    "webhook carries no item we know",
-                    code="no_items",
-                    headers=headers,
-                    payload=record.value.decode("utf-8", "replace")[:65536],
-                )
+            result.dead_by_record[-1] = _dead(
+                "webhook carries no item we know",
+                code="no_items",
+                headers=headers,
+                payload=record.value.decode("utf-8", "replace")[:65536],
             )
             continue
         provider = get_provider(headers.provider)

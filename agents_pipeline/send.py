@@ -51,6 +51,7 @@ from agents_pipeline.send_errors import PublicError, public, public_error
 from storage import bulk, messages, send_queue
 from storage.secrets import SecretBox
 from streams.contracts import AuditEvent, DeadLetter, ProviderName, SendRequest, SentMessage
+from streams.retry import DATA_ERRORS
 
 log = logging.getLogger(__name__)
 
@@ -280,13 +281,13 @@ async def deliver_batch(
     await asyncio.gather(*(conversation(g) for g in groups.values()))
 
     sent_at = now()
-    await _record(pool, reqs, decisions, set(held), sent_at)
+    without_id = await _record(pool, reqs, decisions, set(held), sent_at)
     for i, d in decisions.items():
         if isinstance(d, _Delivered):
             state.accepted.pop(reqs[i].outbound_id, None)
     outcomes = [SendOutcome(None) for _ in reqs]
     for i, d in decisions.items():
-        outcomes[i] = _outcome(reqs[i], d, sent_at)
+        outcomes[i] = _outcome(reqs[i], d, sent_at, without_id.get(i))
     return outcomes
 
 
@@ -438,21 +439,16 @@ async def _record(
     decisions: dict[int, Decision],
     held: set[int],
     at: datetime,
-) -> None:
+) -> dict[int, str]:
     """Write every decision of the batch in one transaction, retried until it holds.
 
-    ``held``: messages another worker holds, deferred without touching their claim."""
+    ``held``: messages another worker holds, deferred without touching their claim. A
+    value PostgreSQL refuses (a provider's message id with a NUL, say) fails the same way
+    every time: the decisions are then written one by one, a delivery whose id is refused
+    is recorded sent without it, and anything else that cannot be written fails its
+    message. Returns the deliveries recorded without their id (index → why)."""
     if not decisions:
-        return
-    delivered = [(i, d) for i, d in decisions.items() if isinstance(d, _Delivered)]
-    refused = [(i, d) for i, d in decisions.items() if isinstance(d, _Refused)]
-    deferred = [(i, d) for i, d in decisions.items() if isinstance(d, _Deferred)]
-    stale = [i for i, d in decisions.items() if isinstance(d, _Stale)]
-    done = [
-        (reqs[i].workspace_id, reqs[i].outbound_id)
-        for i, d in decisions.items()
-        if isinstance(d, _Delivered | _Refused)
-    ]
+        return {}
 
     def deferral(i: int, d: _Deferred) -> send_queue.Deferral:
         r = reqs[i]
@@ -467,7 +463,16 @@ async def _record(
             not_before=d.not_before,
         )
 
-    async def write() -> None:
+    async def write(items: list[tuple[int, Decision]], *, with_ids: bool = True) -> None:
+        delivered = [(i, d) for i, d in items if isinstance(d, _Delivered)]
+        refused = [(i, d) for i, d in items if isinstance(d, _Refused)]
+        deferred = [(i, d) for i, d in items if isinstance(d, _Deferred)]
+        stale = [i for i, d in items if isinstance(d, _Stale)]
+        done = [
+            (reqs[i].workspace_id, reqs[i].outbound_id)
+            for i, d in items
+            if isinstance(d, _Delivered | _Refused)
+        ]
         async with pool.connection() as conn, conn.transaction():
             if delivered:
                 await bulk.mark_sent(
@@ -476,11 +481,11 @@ async def _record(
                         (
                             reqs[i].workspace_id,
                             reqs[i].outbound_id,
-                            d.result.provider_message_id,
+                            d.result.provider_message_id if with_ids else None,
                             at,
                         )
                         for i, d in delivered
-                    ],
+                    ],  # type: ignore[misc]
                 )
                 touched = {(reqs[i].workspace_id, reqs[i].conversation_id) for i, _ in delivered}
                 await bulk.touch_conversations(conn, [(w, c, at, None) for w, c in touched])
@@ -502,7 +507,31 @@ async def _record(
                 conn, [(reqs[i].workspace_id, reqs[i].outbound_id) for i in stale]
             )
 
-    await record_with_retry(write, what=f"{len(delivered)} accepted sends")
+    items = list(decisions.items())
+    try:
+        await record_with_retry(lambda: write(items), what=f"a batch of {len(items)} sends")
+        return {}
+    except DATA_ERRORS:
+        log.exception("send: recording %d sends failed; recording them one by one", len(items))
+    without_id: dict[int, str] = {}
+    for i, d in items:
+        try:
+            await record_with_retry(lambda one=[(i, d)]: write(one), what="one send")  # type: ignore[misc]
+            continue
+        except DATA_ERRORS as exc:
+            why = f"{type(exc).__name__}: {exc}"
+        if isinstance(d, _Delivered):  # sent all the same: recorded without the id
+            without_id[i] = why
+            await record_with_retry(
+                lambda one=[(i, d)]: write(one, with_ids=False),  # type: ignore[misc]
+                what="one send without its id",
+            )
+        else:
+            attempts = d.attempts if isinstance(d, _Deferred | _Refused) else 0
+            failed = _Refused("failed", public("internal_error"), attempts, dead=True)
+            decisions[i] = failed
+            await record_with_retry(lambda one=[(i, failed)]: write(one), what="one failure")  # type: ignore[misc]
+    return without_id
 
 
 async def record_with_retry(
@@ -522,17 +551,33 @@ async def record_with_retry(
         except PoolClosed:
             raise  # the worker is stopping: the replay's claim takes it from here
         except RECORD_RETRIABLE as exc:
+            if isinstance(exc, DATA_ERRORS):
+                raise  # the data, not the database: the same every time
             log.warning("send: recording %s failed, retrying in %.1fs: %s", what, delay, exc)
             await asyncio.sleep(delay)
             delay = min(max_delay, delay * 2)
 
 
-def _outcome(req: SendRequest, d: Decision, at: datetime) -> SendOutcome:
-    """The outcome to report for a recorded decision."""
+def _outcome(
+    req: SendRequest, d: Decision, at: datetime, without_id: str | None = None
+) -> SendOutcome:
+    """The outcome to report for a recorded decision (``without_id``: why a delivery was
+    recorded without the provider's message id; a dead letter says so)."""
     if isinstance(d, _Delivered):
         status = "stored" if d.provider is ProviderName.SANDBOX else "sent"
-        sent = _sent(req, status, at, provider_message_id=d.result.provider_message_id)
-        return SendOutcome(sent, attempts=d.attempts)
+        if without_id is None:
+            sent = _sent(req, status, at, provider_message_id=d.result.provider_message_id)
+            return SendOutcome(sent, attempts=d.attempts)
+        dead = DeadLetter(
+            trace_id=req.trace_id,
+            stage="send",
+            reason=f"sent, but the provider's message id was refused: {without_id}",
+            error_code="data_error",
+            workspace_id=req.workspace_id,
+            channel_id=req.channel_id,
+            payload={"provider_message_id": d.result.provider_message_id},
+        )
+        return SendOutcome(_sent(req, status, at), attempts=d.attempts, dead=dead)
     if isinstance(d, _Deferred):
         return SendOutcome(None, attempts=d.attempts, deferred=d.reason)
     if isinstance(d, _Stale):

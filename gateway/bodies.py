@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from typing import Any, TypeVar
 from uuid import UUID
 
@@ -11,6 +10,7 @@ from pydantic import BaseModel, ValidationError
 
 from gateway.errors import ApiError
 from storage.pagination import MAX_LIMIT
+from streams import storable
 
 M = TypeVar("M", bound=BaseModel)
 
@@ -30,11 +30,15 @@ async def read_raw(request: web.Request, limit: int) -> bytes:
 
 
 def parse_json(raw: bytes) -> Any:
-    """JSON from bytes, or a 400 ``invalid_json``."""
+    """JSON from bytes that every stage can store, or a 400: ``invalid_json`` (not UTF-8
+    JSON, or NaN/Infinity), ``unsupported_character`` (NUL or a lone UTF-16 surrogate, as
+    a byte or an escape: PostgreSQL refuses them) or ``json_too_deep`` (more than
+    ``MAX_JSON_DEPTH`` levels). Refused, never stripped: a signed body must reach the
+    stream as it was signed, and a changed message is not the one the contact sent."""
     try:
-        return json.loads(raw)
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise ApiError(400, "invalid_json", f"body is not valid JSON: {exc}") from None
+        return storable.loads(raw)
+    except storable.UnstorableJson as exc:
+        raise ApiError(400, exc.code, exc.message) from None
 
 
 def validation_error(exc: ValidationError) -> ApiError:

@@ -14,6 +14,7 @@ import logging
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+import psycopg
 from aiohttp import web
 
 from storage.pagination import BadCursor
@@ -77,6 +78,11 @@ def response_for(request: web.Request, exc: BaseException) -> web.StreamResponse
         return error_response(exc.status, exc.code, exc.message, exc.details, exc.headers)
     if isinstance(exc, BadCursor):
         return error_response(400, "invalid_cursor", "this cursor was not issued by this list")
+    if isinstance(exc, psycopg.DataError):
+        # A value PostgreSQL refuses (NUL in a query parameter or a file name, a number out
+        # of range) that no check before it caught: the request's fault, not the server's.
+        log.warning("data refused on %s %s: %s", request.method, request.path, exc)
+        return error_response(400, "invalid_data", "the request holds a value we cannot store")
     if isinstance(exc, web.HTTPException):
         if exc.status < 400:
             raise exc

@@ -32,7 +32,9 @@ from enum import StrEnum
 from typing import Any, Literal
 from uuid import UUID
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_serializer, model_validator
+
+from streams.storable import scrub
 
 SCHEMA_VERSION = 1
 
@@ -447,6 +449,12 @@ class DeadLetter(Contract):
                 self.stage, self.workspace_id, self.channel_id, self.payload
             )
         return self
+
+    @field_serializer("reason", "payload")
+    def _holdable(self, value: Any) -> Any:
+        """A dead letter is written whatever its event held: NUL and lone surrogates (which
+        a failed event may carry, and UTF-8 cannot encode) become U+FFFD."""
+        return scrub(value)
 
 
 def dead_letter_key(

@@ -157,6 +157,8 @@ def detect_format(filename: str | None, mime_type: str | None) -> DocumentFormat
 
 _CHAR_MAP: dict[int, str | None] = {c: None for c in range(32) if c not in (9, 10)}
 _CHAR_MAP.update({c: None for c in range(0x7F, 0xA0)})
+# Lone UTF-16 surrogates (a JSON file's "\ud800"): not text, and UTF-8 cannot encode them.
+_CHAR_MAP.update({c: None for c in range(0xD800, 0xE000)})
 _CHAR_MAP.update(
     {
         0x0B: "\n",

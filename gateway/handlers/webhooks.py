@@ -2,10 +2,12 @@
 
 Every provider route follows the same path: body within the limit → channel
 known (404) → signature or token (401, audited) → channel and workspace active
-(403) → JSON (400) → item keys → Redis fast path (a repeat answers
-``idempotent: true`` and produces nothing) → produce with ``acks=all`` and wait
-(503 + Retry-After when the broker does not ack in time) → mark the keys →
-200. Nothing is answered 200 before the broker holds the raw body.
+(403) → JSON every stage can store (400: no NUL, no lone surrogate, not too deep;
+checked after the signature, on the bytes as received, never altered) → item keys
+→ Redis fast path (a repeat answers ``idempotent: true`` and produces nothing) →
+produce with ``acks=all`` and wait (503 + Retry-After when the broker does not ack
+in time) → mark the keys → 200. Nothing is answered 200 before the broker holds
+the raw body.
 """
 
 from __future__ import annotations

@@ -9,11 +9,15 @@ runs them over batches of one topic with the guarantees the pipeline needs:
   different keys run concurrently (bounded), so a slow LLM call for one
   conversation does not hold up the others in the batch (a ``handle_batch``
   keeps the same per-conversation order itself);
-- transient failures (database or broker away) are retried with backoff, so no
-  event is skipped; an event that cannot be parsed, or whose handler raises
-  anything else, goes to ``deadletter`` with the reason, and the worker goes on.
-  A batch handler that raises anything else is not trusted with the batch: its
-  events go through ``handle`` one by one, so that only the bad one is dead-lettered;
+- transient failures (database or broker away: ``streams.retry.is_transient``) are
+  retried with backoff, so no event is skipped; an event that cannot be parsed, or
+  whose handler raises anything else, goes to ``deadletter`` with the reason, and the
+  worker goes on. A failure the data causes (a value PostgreSQL refuses, a row too
+  large for an index, an output that cannot be encoded) is never transient;
+- a batch handler that raises anything else is not trusted with the batch: its
+  events go through ``handle`` one by one, so that only the bad one is dead-lettered.
+  Encoding the outputs is part of handling (an output UTF-8 cannot hold fails its
+  event there, not the whole batch's produce later);
 - a batch's usage increments are added up per workspace, day and kind;
 - the outputs are acknowledged by the broker before the batch is committed.
 
@@ -25,18 +29,19 @@ flight, each acked as soon as it is done.
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import time
 from collections.abc import Awaitable, Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import faust
 from pydantic import BaseModel, ValidationError
 
-from streams import pipelined, produce, window
+from streams import pipelined, produce, storable, window
 from streams.contracts import DeadLetter, UsageEvent
-from streams.retry import TRANSIENT, with_retry
+from streams.retry import DATA_ERRORS, is_transient, with_retry
 from streams.take import take_batches
 from streams.topology import encode
 
@@ -56,6 +61,13 @@ class Out:
     value: BaseModel
     key: str | None = None
     partition: int | None = None  # None: the key's partition (see streams/partitions.py)
+    data: bytes | None = None  # the value's bytes, once encoded
+
+
+def _encoded(outs: list[Out]) -> list[Out]:
+    """The outputs with their bytes: raises here, for this event, on a value that cannot be
+    encoded (a lone surrogate), rather than in the batch's produce."""
+    return [o if o.data is not None else replace(o, data=encode(o.value)) for o in outs]
 
 
 Handler = Callable[[Any], Awaitable[list[Out]]]
@@ -63,7 +75,7 @@ Handler = Callable[[Any], Awaitable[list[Out]]]
 BatchHandler = Callable[[list[Any]], Awaitable[list[list[Out]]]]
 
 
-def _dead(stage: str, reason: str, code: str, raw: bytes, parsed: BaseModel | None) -> DeadLetter:
+def _dead(stage: str, reason: str, code: str, raw: bytes, parsed: Any) -> DeadLetter:
     return DeadLetter(
         trace_id=getattr(parsed, "trace_id", None) or "unknown",
         stage=stage,
@@ -117,37 +129,73 @@ def _sum_or_none(values: Iterable[Any]) -> Any:
     return sum(given) if given else None
 
 
-def _parse(
-    app: OmnichatApp, stage: str, raw: bytes, model: type[M]
-) -> tuple[BaseModel | None, Out | None]:
+Parse = Callable[[faust.EventT], Any]
+
+
+def model_parser(model: type[M]) -> Parse:
+    """Read a record's value as the topic's contract (raises ``ValidationError``)."""
+
+    def parse(e: faust.EventT) -> M:
+        try:
+            return model.model_validate_json(e.value)
+        except ValidationError as exc:
+            raise ValueError(f"invalid {model.__name__}: {exc}") from None
+
+    return parse
+
+
+def _parse(app: OmnichatApp, stage: str, e: faust.EventT, parse: Parse) -> tuple[Any, Out | None]:
     """The event, or the dead letter saying why it is not one."""
     try:
-        return model.model_validate_json(raw), None
-    except ValidationError as exc:
-        dead = _dead(stage, f"invalid {model.__name__}: {exc}", "invalid_event", raw, None)
+        return parse(e), None
+    except ValueError as exc:  # ValidationError is one
+        dead = _dead(stage, str(exc), "invalid_event", e.value, _traced(e.value))
         return None, Out(app.topics_.deadletter, dead)
 
 
+class _Trace:
+    def __init__(self, trace_id: Any) -> None:
+        self.trace_id = storable.scrub(trace_id) if isinstance(trace_id, str) else None
+
+
+def _traced(raw: bytes) -> _Trace | None:
+    """The trace id of a record that is not its contract, when it still has one: so that
+    its dead letter can be found by the trace of the webhook that started it."""
+    try:
+        value = json.loads(raw)
+    except (ValueError, RecursionError):
+        return None
+    return _Trace(value.get("trace_id")) if isinstance(value, dict) else None
+
+
+def _parser(model: type[M] | None, parse: Parse | None) -> Parse:
+    if parse is not None:
+        return parse
+    assert model is not None, "a stage reads its topic's contract or has its own parse"
+    return model_parser(model)
+
+
 async def _handle_one(
-    app: OmnichatApp, stage: str, handle: Handler, raw: bytes, event: BaseModel
+    app: OmnichatApp, stage: str, handle: Handler, raw: bytes, event: Any
 ) -> list[Out]:
     try:
-        return await with_retry(stage, lambda: handle(event))
-    except TRANSIENT:
-        raise
+        return await with_retry(stage, lambda: _encoded_outs(handle, event))
     except Exception as exc:  # a bad event must not stop the worker
+        if is_transient(exc):
+            raise
         log.exception(
             "%s: event failed, dead-lettered (trace %s)", stage, getattr(event, "trace_id", "?")
         )
-        return [
-            Out(
-                app.topics_.deadletter,
-                _dead(stage, f"{type(exc).__name__}: {exc}", "internal_error", raw, event),
-            )
-        ]
+        code = "data_error" if isinstance(exc, DATA_ERRORS) else "internal_error"
+        reason = f"{type(exc).__name__}: {exc}"
+        return [Out(app.topics_.deadletter, _dead(stage, reason, code, raw, event))]
 
 
-Item = tuple[bytes, BaseModel]  # an event's bytes (for a dead letter) and its model
+async def _encoded_outs(handle: Handler, event: Any) -> list[Out]:
+    return _encoded(await handle(event))
+
+
+Item = tuple[bytes, Any]  # an event's bytes (for a dead letter) and what parse made of it
 
 
 async def handle_events(
@@ -189,14 +237,19 @@ async def handle_events(
     if handle_batch is None or not items:
         return await one_by_one()
     evs = [event for _, event in items]
+
+    async def batch() -> list[list[Out]]:
+        results = await handle_batch(evs)
+        assert len(results) == len(evs), f"{name}: one list of outputs per event"
+        return [_encoded(outs) for outs in results]
+
     try:
-        results = await with_retry(name, lambda: handle_batch(evs))
-    except TRANSIENT:
-        raise
-    except Exception:  # find the bad event: one by one, each with its own dead letter
+        results = await with_retry(name, batch)
+    except Exception as exc:  # find the bad event: one by one, each with its own dead letter
+        if is_transient(exc):
+            raise
         log.exception("%s: batch of %d failed; handling it event by event", name, len(evs))
         return await one_by_one()
-    assert len(results) == len(evs), f"{name}: one list of outputs per event"
     return [o for outs in results for o in outs]
 
 
@@ -207,7 +260,8 @@ async def send_outs(app: OmnichatApp, stage: str, outs: list[Out]) -> None:
     futures = []
     for o in outs:
         key = o.key.encode() if o.key is not None else None
-        futures.append(await produce.send(app, o.topic, encode(o.value), key, o.partition))
+        data = o.data if o.data is not None else encode(o.value)
+        futures.append(await produce.send(app, o.topic, data, key, o.partition))
         if o.topic is app.topics_.deadletter:
             m.events_failed.labels(stage).inc()
         else:
@@ -221,7 +275,8 @@ def stage_agent(
     *,
     name: str,
     topic: faust.TopicT,
-    model: type[M],
+    model: type[M] | None = None,
+    parse: Parse | None = None,
     handle: Handler,
     handle_batch: BatchHandler | None = None,
     batch: int = 200,
@@ -229,8 +284,10 @@ def stage_agent(
     concurrency: int = 16,
 ) -> None:
     """Register an agent that runs ``handle`` (or ``handle_batch``) over ``topic`` as
-    described above."""
+    described above. Events are the topic's contract ``model``, or what ``parse`` makes of
+    each record (normalize reads raw bodies with their headers)."""
     m = app.metrics
+    read = _parser(model, parse)
 
     @app.agent(topic, name=name)
     async def agent(stream: faust.StreamT) -> None:
@@ -241,7 +298,7 @@ def stage_agent(
             items: list[Item] = []
             keys: list[bytes | None] = []
             for e in events:
-                event, dead = _parse(app, name, e.value, model)
+                event, dead = _parse(app, name, e, read)
                 if dead is not None:
                     outs.append(dead)
                 else:
@@ -261,7 +318,8 @@ def windowed_agent(
     *,
     name: str,
     topic: faust.TopicT,
-    model: type[M],
+    model: type[M] | None = None,
+    parse: Parse | None = None,
     handle: Handler,
     in_flight: int,
 ) -> None:
@@ -270,11 +328,12 @@ def windowed_agent(
     independent events, where a batch's tail would leave the others' resources idle.
     Parsing, retries and dead letters are ``stage_agent``'s; there is no batch handler."""
     m = app.metrics
+    read = _parser(model, parse)
 
     async def one(e: faust.EventT) -> None:
         started = time.perf_counter()
         m.events_in.labels(name).inc()
-        event, dead = _parse(app, name, e.value, model)
+        event, dead = _parse(app, name, e, read)
         if dead is not None:
             outs = [dead]
         else:
@@ -293,7 +352,8 @@ def pipelined_agent(
     *,
     name: str,
     topic: faust.TopicT,
-    model: type[M],
+    model: type[M] | None = None,
+    parse: Parse | None = None,
     handle: Handler,
     handle_batch: BatchHandler | None = None,
     batch: int = 200,
@@ -306,6 +366,7 @@ def pipelined_agent(
     (``streams/pipelined.py``): for a stage that waits on third parties (send), where one
     slow call must not hold the batches behind it. A key's events stay in order."""
     m = app.metrics
+    read = _parser(model, parse)
 
     async def unit(events: list[faust.EventT]) -> None:
         started = time.perf_counter()
@@ -314,7 +375,7 @@ def pipelined_agent(
         items: list[Item] = []
         keys: list[bytes | None] = []
         for e in events:
-            event, dead = _parse(app, name, e.value, model)
+            event, dead = _parse(app, name, e, read)
             if dead is not None:
                 outs.append(dead)
             else:

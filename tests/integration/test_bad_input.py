@@ -59,6 +59,40 @@ async def _counts(pool: AsyncConnectionPool) -> tuple[int, ...]:
             422,
             "validation_error",
         ),
+        # What PostgreSQL cannot store is refused before anything reads it.
+        (
+            "/api/v1/channels/",
+            rb'{"name": "a\u0000b", "provider": "sandbox"}',
+            400,
+            "unsupported_character",
+        ),
+        (
+            "/api/v1/channels/",
+            rb'{"name": "a\ud800", "provider": "sandbox"}',
+            400,
+            "unsupported_character",
+        ),
+        (
+            "/api/v1/auth/keys",
+            rb'{"name": "k", "scopes": ["read"], "\udc00": 1}',
+            400,
+            "unsupported_character",
+        ),
+        (
+            "/api/v1/agents/",
+            rb'{"name": "Bot", "description": "x\u0000"}',
+            400,
+            "unsupported_character",
+        ),
+        ("/api/v1/agents/", b'{"name": "Bot", "x": NaN}', 400, "invalid_json"),
+        (  # a human's reply: refused before the conversation is even looked up
+            "/api/v1/conversations/00000000-0000-4000-8000-000000000000/messages",
+            rb'{"text": "oi\u0000"}',
+            400,
+            "unsupported_character",
+        ),
+        ("/api/v1/agents/", b'{"name": "Bot\xed\xa0\x80"}', 400, "invalid_json"),
+        ("/api/v1/agents/", b"[" * 100_000 + b"]" * 100_000, 400, "json_too_deep"),
     ],
 )
 async def test_bad_bodies(
@@ -123,3 +157,13 @@ async def test_bad_query_and_unknown_routes(gateway: Gateway, tenant: Tenant) ->
         "PUT", "/api/v1/channels/", key=tenant.key, workspace=tenant.id
     )
     assert status == 405 and answer["error"]["code"] == "method_not_allowed"
+
+
+async def test_a_value_postgresql_refuses_is_a_400_not_a_500(
+    gateway: Gateway, tenant: Tenant
+) -> None:
+    # A NUL in a query parameter reaches a statement: the safety net answers 400.
+    status, answer = await gateway.call(
+        "GET", "/api/v1/audit/?action=a%00b", key=tenant.key, workspace=tenant.id
+    )
+    assert status == 400 and answer["error"]["code"] == "invalid_data", answer

@@ -8,6 +8,7 @@ runs with the default send settings (deadline 15 s, breaker after 5 failures).
 from __future__ import annotations
 
 import asyncio
+import json
 import uuid
 from typing import Any
 
@@ -15,7 +16,7 @@ from psycopg_pool import AsyncConnectionPool
 
 from tests.conftest import Fakes, Gateway, Tenant, wait_until
 from tests.fakes.graph_api import DEFAULT_ACCESS_TOKEN, FakeGraphAPI, RecordedRequest, graph_error
-from tests.integration.helpers import WORKER_APP_NAME, count_rows, create_channel
+from tests.integration.helpers import WORKER_APP_NAME, count_rows, create_channel, read_topic
 from tests.integration.test_pipeline import (
     APP_SECRET,
     cloud_text,
@@ -225,3 +226,32 @@ async def test_connections_cut_right_after_the_provider_accepted_sends_once(
         await asyncio.sleep(1.5)
         assert cut and cut[0] >= 1
         assert len(sends_to(provider, customer)) == 1
+
+
+async def test_a_provider_id_postgresql_refuses_is_sent_once_and_recorded_without_it(
+    gateway: Gateway, tenant: Tenant, pool: AsyncConnectionPool, worker: Any, fakes: Fakes
+) -> None:
+    """A NUL in the answer's message id: the same failure every time, so not retried; the
+    message is recorded sent without the id, a dead letter says so, and it goes out once."""
+    agent_id = await make_agent(pool, tenant.id)
+    async with FakeGraphAPI() as provider:
+        provider.always(200, {"messaging_product": "whatsapp", "messages": [{"id": "wamid.\x00x"}]})
+        ch = await channel_on(gateway, tenant, provider, agent_id, "nul-id")
+        customer = sender()
+        await talk(gateway, ch, [customer])
+
+        async def sent() -> dict | None:
+            rows = await out_messages(pool, ch["id"])
+            return rows[0] if rows and rows[0]["status"] == "sent" else None
+
+        row = await wait_until(sent, timeout=60, interval=0.25)
+        await asyncio.sleep(1.5)
+        assert row["provider_message_id"] is None
+        assert len(sends_to(provider, customer)) == 1
+
+        async def dead() -> list[Any]:
+            recs = await read_topic(gateway.settings.broker_url or "", "deadletter")
+            return [json.loads(r.value) for r in recs if ch["id"] in r.value.decode()]
+
+        [letter] = await wait_until(dead, timeout=30)
+        assert letter["error_code"] == "data_error"

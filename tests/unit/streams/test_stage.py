@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import random
 import uuid
 from datetime import UTC, date, datetime, timedelta
 from types import SimpleNamespace
 
+import psycopg
+import pytest
 from pydantic import BaseModel
 
 from streams.agents.stage import Out, _add_up_usage, handle_events
@@ -164,3 +167,61 @@ async def test_transient_batch_failures_are_retried_not_split() -> None:
     items = [item("a", "x1")]
     assert await handle_events(FakeApp(), "s", handle, handle_batch, items, [b"a"]) == []  # type: ignore[arg-type]
     assert calls == 2
+
+
+@pytest.mark.parametrize(
+    "error",
+    [
+        psycopg.errors.UntranslatableCharacter("unsupported Unicode escape sequence"),
+        psycopg.DataError("PostgreSQL text fields cannot contain NUL (0x00) bytes"),
+        psycopg.errors.ProgramLimitExceeded("index row requires 10016 bytes"),
+    ],
+    ids=lambda e: type(e).__name__,
+)
+async def test_a_data_error_splits_the_batch_at_once(error: Exception) -> None:
+    batches = 0
+
+    async def handle(ev: Note) -> list[Out]:
+        if ev.text == "bad":
+            raise error
+        return [Out("next", ev, None)]  # type: ignore[arg-type]
+
+    async def handle_batch(evs: list[Note]) -> list[list[Out]]:
+        nonlocal batches
+        batches += 1
+        if any(e.text == "bad" for e in evs):
+            raise error  # one multi-row statement: the bad row fails all of them
+        return [[Out("next", e, None)] for e in evs]  # type: ignore[arg-type]
+
+    mixed = [item("a", "x1"), item("b", "bad"), item("c", "y1")]
+    outs = await asyncio.wait_for(
+        handle_events(FakeApp(), "s", handle, handle_batch, mixed, [b"a", b"b", b"c"]),  # type: ignore[arg-type]
+        5,
+    )
+    assert batches == 1  # not retried as if the database were away
+    assert sorted((o.topic, o.value.trace_id) for o in outs) == [  # type: ignore[attr-defined]
+        ("deadletter", "t-bad"),
+        ("next", "t-x1"),
+        ("next", "t-y1"),
+    ]
+    dead = next(o.value for o in outs if o.topic == "deadletter")
+    assert dead.error_code == "data_error"  # type: ignore[attr-defined]
+
+
+async def test_an_output_that_cannot_be_encoded_fails_only_its_event() -> None:
+    async def handle(ev: Note) -> list[Out]:
+        # A lone surrogate: UTF-8 cannot encode it, so the record could never be produced.
+        text = "oi \ud800" if ev.text == "bad" else ev.text
+        return [Out("next", Note(trace_id=ev.trace_id, text=text), None)]  # type: ignore[arg-type]
+
+    async def handle_batch(evs: list[Note]) -> list[list[Out]]:
+        return [await handle(e) for e in evs]
+
+    mixed = [item("a", "x1"), item("a", "bad"), item("b", "y1")]
+    for batch in (handle_batch, None):
+        outs = await handle_events(FakeApp(), "s", handle, batch, mixed, [b"a", b"a", b"b"])  # type: ignore[arg-type]
+        assert [o.topic for o in outs] == ["next", "deadletter", "next"]
+        assert all(o.data is not None for o in outs if o.topic == "next")
+        dead = outs[1].value
+        assert dead.error_code == "data_error" and dead.trace_id == "t-bad"  # type: ignore[attr-defined]
+        assert json.loads(dead.model_dump_json())["payload"]  # the dead letter itself encodes
