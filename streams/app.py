@@ -35,9 +35,13 @@ class OmnichatApp(faust.App):
     topics_: Topics
     settings: Settings
 
-    async def on_stop(self) -> None:
-        """Close the pool, HTTP session and LLM client after the agents stopped."""
-        await super().on_stop()
+    async def on_shutdown(self) -> None:
+        """Close the pool, HTTP session and LLM client after the agents stopped.
+
+        Not in ``on_stop``: mode calls it before stopping the children (the agents), so the
+        pool closed under work still in flight (a send's recording, at a graceful stop).
+        """
+        await super().on_shutdown()
         await self.resources.close()
 
 

@@ -59,8 +59,12 @@ def register(app: OmnichatApp) -> None:
     async def sweep() -> None:
         """Queue documents that have waited too long."""
         pool = await app.resources.pool()
-        async with pool.connection() as conn:
-            stuck = await knowledge.pending_documents(conn, older_than_seconds=STUCK_AFTER)
+        try:
+            async with pool.connection() as conn:
+                stuck = await knowledge.pending_documents(conn, older_than_seconds=STUCK_AFTER)
+        except Exception:  # a timer that raises crashes the worker: a database blip must not
+            log.exception("ingest sweep: reading waiting documents failed; next tick")
+            return
         for row in stuck:
             ev = DocumentIngest(
                 trace_id=row["id"].hex,

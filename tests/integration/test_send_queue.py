@@ -1,8 +1,8 @@
 """The send stage's rows in PostgreSQL: claims that expire, deferrals, and the sweep.
 
-Driven through ``deliver_batch`` and ``storage.send_queue`` directly (no worker): the
-claim a second worker meets, a conversation's order behind a deferred message, stale
-copies, the sweep's order and lease.
+Driven through ``deliver_batch`` and ``storage.send_queue`` directly: the claim a second
+worker meets, a conversation's order behind a deferred message, stale copies; then the
+session worker's sweep sends what came due, in order.
 """
 
 from __future__ import annotations
@@ -15,11 +15,11 @@ import aiohttp
 from psycopg_pool import AsyncConnectionPool
 
 from agents_pipeline.reply import prepare_replies
-from agents_pipeline.send import LEASE, SendPolicy, SendState, deliver_batch, requeue_due
+from agents_pipeline.send import LEASE, SendPolicy, SendState, deliver_batch
 from storage import bulk, send_queue
 from storage.secrets import SecretBox
 from streams.contracts import SendRequest
-from tests.conftest import Gateway, Tenant
+from tests.conftest import Gateway, Tenant, wait_until
 from tests.integration.test_stage_batches import (
     in_workspace,
     inbound,
@@ -90,9 +90,11 @@ async def test_a_claim_held_by_another_worker_is_deferred_not_sent(
     assert late == {req.outbound_id}
 
 
-async def test_a_conversation_waits_behind_its_deferred_message_and_the_sweep_keeps_order(
-    gateway: Gateway, tenant: Tenant, pool: AsyncConnectionPool
+async def test_a_conversation_waits_behind_its_deferred_message_then_goes_out_in_order(
+    gateway: Gateway, tenant: Tenant, pool: AsyncConnectionPool, worker: Any
 ) -> None:
+    """The stage's decisions here; the sweep and the sends are the session worker's (its
+    sweep takes every due deferral in the database, so no test may sweep in its stead)."""
     first, second, elsewhere = await replies(gateway, tenant, pool, ["c", "c", "d"])
     policy = SendPolicy()
     state = SendState(policy)
@@ -111,7 +113,7 @@ async def test_a_conversation_waits_behind_its_deferred_message_and_the_sweep_ke
                     request=first.model_dump(mode="json"),
                     reason="rate_limited",
                     attempts=1,
-                    not_before=now() + timedelta(seconds=30),
+                    not_before=now() + timedelta(seconds=600),
                 )
             ],
         )
@@ -119,22 +121,39 @@ async def test_a_conversation_waits_behind_its_deferred_message_and_the_sweep_ke
         # A stale copy of ``first`` (from before its deferral) is dropped; ``second`` waits
         # behind it; another conversation is not held.
         outs = await deliver_batch(pool, http, [first, second, elsewhere], **kw)
-        assert [o.sent is None for o in outs] == [True, True, False]
-        assert [o.deferred for o in outs] == [None, "behind_deferred", None]
-        assert await statuses(pool, [first, second, elsewhere]) == ["pending", "pending", "sent"]
+    assert [o.sent is None for o in outs] == [True, True, False]
+    assert [o.deferred for o in outs] == [None, "behind_deferred", None]
+    assert await statuses(pool, [first, second, elsewhere]) == ["pending", "pending", "sent"]
+    async with pool.connection() as conn:
+        cur = await conn.execute(
+            "SELECT message_id, reason, not_before FROM send_deferrals"
+            " WHERE conversation_id = %s ORDER BY not_before, message_id",
+            (first.conversation_id,),
+        )
+        rows = {r["message_id"]: r for r in await cur.fetchall()}
+    assert rows[second.outbound_id]["reason"] == "behind_deferred"
+    assert rows[second.outbound_id]["not_before"] == rows[first.outbound_id]["not_before"]
 
+    # Due now: the worker's sweep produces both again, oldest first, and they go out in order.
+    async with pool.connection() as conn:
+        await conn.execute(
+            "UPDATE send_deferrals SET not_before = now() WHERE conversation_id = %s",
+            (first.conversation_id,),
+        )
+
+    async def both_sent() -> list[datetime] | None:
         async with pool.connection() as conn:
-            assert await requeue_due(pool) == []  # not due yet
-            await conn.execute(
-                "UPDATE send_deferrals SET not_before = now() WHERE message_id = %s",
-                (first.outbound_id,),
+            cur = await conn.execute(
+                "SELECT id, status, sent_at FROM messages WHERE id = ANY(%s)",
+                ([first.outbound_id, second.outbound_id],),
             )
-        due = await requeue_due(pool)
-        assert [r.outbound_id for r in due] == [first.outbound_id, second.outbound_id]
-        assert await requeue_due(pool) == []  # requeued: not again within the lease
-        outs = await deliver_batch(pool, http, due, **kw)
-        assert [o.sent.status for o in outs if o.sent] == ["stored", "stored"]
-        assert await statuses(pool, [first, second]) == ["sent", "sent"]
+            found = {r["id"]: r for r in await cur.fetchall()}
+        if all(r["status"] == "sent" for r in found.values()):
+            return [found[first.outbound_id]["sent_at"], found[second.outbound_id]["sent_at"]]
+        return None
+
+    sent_at = await wait_until(both_sent, timeout=60, interval=0.25)
+    assert sent_at[0] <= sent_at[1]
     async with pool.connection() as conn:
         cur = await conn.execute(
             "SELECT count(*) AS n FROM send_deferrals WHERE conversation_id = %s",
