@@ -6,8 +6,8 @@ errors, 429, 5xx) and for as long as a provider's Retry-After asks; while it is 
 channel's messages are deferred without a call. After ``cooldown`` seconds it half-opens:
 one call (the probe) goes out, and its result closes or reopens it. The slots bound the
 calls one channel has in flight in this worker, so that a hanging provider holds at most
-that many of them (and the batches they belong to); a message that finds no slot soon is
-deferred instead of waiting.
+that many of them (and the batches they belong to); a message waits for a slot while the
+channel's calls keep finishing, and is deferred when they stop.
 
 Both live in one worker's memory: each worker judges a channel by its own calls.
 """
@@ -102,24 +102,39 @@ class ChannelBreakers:
 
 
 class ChannelSlots:
-    """At most ``limit`` calls in flight per channel; a wait for a slot is bounded."""
+    """At most ``limit`` calls in flight per channel. A message waits for a slot while the
+    channel's calls keep finishing (a busy, healthy channel), and gives up when none has
+    started or finished for ``stall`` seconds (a channel whose calls hang)."""
 
     def __init__(self, limit: int) -> None:
         self.limit = max(1, limit)
         self._slots: dict[Hashable, asyncio.Semaphore] = {}
+        self._moved: dict[Hashable, float] = {}  # when a call of the channel last began or ended
 
-    async def acquire(self, channel: Hashable, wait: float) -> bool:
-        """Take a slot within ``wait`` seconds; False if none came free."""
+    async def acquire(self, channel: Hashable, wait: float, stall: float | None = None) -> bool:
+        """Take a slot within ``wait`` seconds; False if none came free in time, or if the
+        channel's calls made no progress for ``stall`` seconds (default: ``wait``)."""
+        loop = asyncio.get_running_loop()
         sem = self._slots.setdefault(channel, asyncio.Semaphore(self.limit))
-        if not sem.locked():
-            await sem.acquire()
+        stall = wait if stall is None else stall
+        end = loop.time() + max(0.0, wait)
+        while sem.locked():
+            left = end - loop.time()
+            if left <= 0:
+                return False
+            try:
+                await asyncio.wait_for(sem.acquire(), timeout=min(left, max(stall, 0.01)))
+            except TimeoutError:
+                if loop.time() - self._moved.get(channel, 0.0) >= stall:
+                    return False
+                continue
+            self._moved[channel] = loop.time()
             return True
-        try:
-            await asyncio.wait_for(sem.acquire(), timeout=max(0.0, wait))
-        except TimeoutError:
-            return False
+        await sem.acquire()
+        self._moved[channel] = loop.time()
         return True
 
     def release(self, channel: Hashable) -> None:
-        """Give a slot back."""
+        """Give a slot back (a call ended: the channel moves)."""
+        self._moved[channel] = asyncio.get_running_loop().time()
         self._slots[channel].release()

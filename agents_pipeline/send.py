@@ -376,7 +376,8 @@ class _Caller:
                 if not verdict.admit:
                     return self._defer("circuit_open", verdict.retry_in, attempts)
                 probe = verdict.probe
-                if not await slots.acquire(cid, min(p.inline_wait, max(0.0, end - loop.time()))):
+                left = max(0.0, end - loop.time())
+                if not await slots.acquire(cid, left, stall=min(p.inline_wait, left)):
                     breakers.release(cid, probe=probe)
                     return self._defer("channel_busy", BUSY_DELAY, attempts)
             attempts += 1

@@ -184,8 +184,9 @@ class Settings(BaseSettings):
     )
     send_channel_concurrency: int = Field(
         default=8,
-        description="Provider calls in flight per channel and worker; a message that finds "
-        "no free slot within send_inline_wait_seconds is deferred.",
+        description="Provider calls in flight per channel and worker. A message waits for "
+        "a slot while the channel's calls keep finishing; when none began or ended for "
+        "send_inline_wait_seconds (a hanging provider), it is deferred.",
     )
     send_breaker_failures: int = Field(
         default=5,

@@ -82,3 +82,26 @@ async def test_slots_bound_calls_per_channel_and_a_wait_is_bounded() -> None:
     await asyncio.sleep(0.01)
     slots.release("ch")
     assert await later
+
+
+async def test_a_busy_channel_keeps_its_waiters_a_stuck_one_lets_them_go() -> None:
+    slots = ChannelSlots(1)
+    assert await slots.acquire("busy", 0.0)
+
+    async def call() -> None:  # queued before the waiter; holds its slot 20 ms
+        assert await slots.acquire("busy", 5.0)
+        await asyncio.sleep(0.02)
+        slots.release("busy")
+
+    calls = [asyncio.create_task(call()) for _ in range(6)]
+    await asyncio.sleep(0)
+    # Queued behind six calls (~120 ms), far past its 50 ms stall bound: it keeps waiting,
+    # since the channel keeps moving, and gets its slot.
+    waiter = asyncio.create_task(slots.acquire("busy", 5.0, stall=0.05))
+    await asyncio.sleep(0.02)
+    slots.release("busy")
+    await asyncio.gather(*calls)
+    assert await asyncio.wait_for(waiter, 1.0)
+
+    assert await slots.acquire("stuck", 0.0)  # a call that never ends
+    assert not await slots.acquire("stuck", 5.0, stall=0.05)
