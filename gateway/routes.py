@@ -214,6 +214,7 @@ ROUTES: list[Route] = [
         "Relay a provider payload (API key)",
         tag="webhooks",
         body=InboxWebhook,
+        produces=True,
     ),
     Route(
         "GET",
@@ -231,6 +232,7 @@ ROUTES: list[Route] = [
         "WhatsApp Cloud API webhook (X-Hub-Signature-256)",
         auth="provider",
         tag="webhooks",
+        produces=True,
     ),
     Route(
         "POST",
@@ -240,6 +242,7 @@ ROUTES: list[Route] = [
         auth="provider",
         tag="webhooks",
         query=("token",),
+        produces=True,
     ),
     Route(
         "POST",
@@ -248,6 +251,7 @@ ROUTES: list[Route] = [
         "Sandbox message from a test contact",
         tag="webhooks",
         body=SandboxWebhook,
+        produces=True,
     ),
     # audit
     Route(
@@ -363,6 +367,7 @@ ROUTES: list[Route] = [
         "Hand to a human or the bot; close or reopen",
         tag="conversations",
         body=ConversationPatch,
+        produces=True,
     ),
     Route(
         "GET",
@@ -380,6 +385,7 @@ ROUTES: list[Route] = [
         tag="conversations",
         body=MessageCreate,
         status=202,
+        produces=True,
     ),
     # knowledge
     Route(
@@ -422,6 +428,7 @@ ROUTES: list[Route] = [
         tag="rag",
         body=knowledge.TextDocument,
         status=202,
+        produces=True,
     ),
     Route(
         "GET",

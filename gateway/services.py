@@ -11,6 +11,8 @@ from redis.asyncio import Redis
 from gateway.auth import Caller, KeyCache
 from gateway.channel_cache import ChannelCache
 from gateway.idempotency import IdempotencyCache
+from gateway.intake import Intake
+from gateway.journal import DirectOutbox, Journal
 from gateway.metrics import GatewayMetrics
 from gateway.producer import DurableProducer
 from omnichat.settings import Settings
@@ -30,6 +32,8 @@ class Services:
     channels: ChannelCache
     idempotency: IdempotencyCache
     metrics: GatewayMetrics
+    outbox: DirectOutbox | Journal  # how accepted work reaches the broker (gateway/journal.py)
+    intake: Intake
 
 
 SERVICES = web.AppKey("services", Services)

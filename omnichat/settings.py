@@ -8,6 +8,7 @@ starts the embedded server for that part. docs/CONFIGURATION.md lists them all.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -48,6 +49,20 @@ class Settings(BaseSettings):
     )
     auth_cache_seconds: float = Field(
         default=3.0, description="How long a gateway process trusts a cached API key/channel."
+    )
+
+    # Durability of accepted work, and stopping (docs/ARCHITECTURE.md, "The journal")
+    journal: Literal["auto", "on", "off"] = Field(
+        default="auto",
+        description="Journal every webhook, human reply, document and close/reopen in "
+        "PostgreSQL before answering, and produce it again if the broker loses it: 'on', "
+        "'off', or 'auto' (on for the embedded broker of `omnichat dev`, which keeps "
+        "nothing across a restart; off when OMNICHAT_BROKER_URL is set).",
+    )
+    drain_timeout_seconds: float = Field(
+        default=30.0,
+        description="On SIGTERM or Ctrl-C, how long the gateway (after closing intake) and "
+        "a worker wait for the pipeline to carry what it holds to its end; 0: no wait.",
     )
 
     # Dependencies (unset: embedded server)
@@ -125,6 +140,12 @@ class Settings(BaseSettings):
     send_max_attempts: int = Field(
         default=5, description="Send attempts on retriable provider errors (429/5xx/timeouts)."
     )
+
+    @property
+    def journal_enabled(self) -> bool:
+        """Whether the gateway journals what it accepts (``auto``: only without a broker URL,
+        that is, on the embedded broker; `omnichat dev` passes ``on`` to its gateway)."""
+        return self.journal == "on" or (self.journal == "auto" and self.broker_url is None)
 
     @property
     def llm_configured(self) -> bool:
