@@ -169,6 +169,14 @@ async def _wave(progress: Progress, timeout: float) -> Drained:
     return Drained(True, handled, 0, time.monotonic() - started)
 
 
+def _expire(batch: asyncio.Future[None]) -> None:
+    """A group commit that did not come in time: its requests get 503 (it may still land;
+    the keeper then produces what it finds)."""
+    if not batch.done():
+        batch.set_exception(JournalUnavailable("the journal did not commit in time"))
+        batch.exception()  # retrieved: every waiter may have gone
+
+
 def _broker_url(settings: Settings) -> str:
     assert settings.broker_url, "the gateway needs broker_url"
     return settings.broker_url
@@ -290,20 +298,21 @@ class Journal:
         """Durable once this returns: the record's group commit is done (or JournalUnavailable).
 
         The batch's future is shared by its requests, so each waits through a shield: a
-        request cancelled or timed out must not cancel the others' commit.
+        cancelled request must not cancel the others' commit. The time bound is the batch's,
+        twice the produce timeout from its first record (two flushes' worth): one timer per
+        batch rather than one per request.
         """
         if self._closing:
             raise JournalUnavailable("the gateway is stopping")
         started = time.perf_counter()
-        self._pending.append((next(self._seq), Record(topic, key, value, headers)))
         batch = self._batch
+        if not self._pending:  # the batch's first record: its time starts now
+            expiry = asyncio.get_running_loop().call_later(2 * self.timeout, _expire, batch)
+            batch.add_done_callback(lambda _: expiry.cancel())
+        self._pending.append((next(self._seq), Record(topic, key, value, headers)))
         if self._idle:
             self._idle.popleft().set_result(None)
-        try:
-            async with asyncio.timeout(self.timeout):
-                await asyncio.shield(batch)
-        except TimeoutError:
-            raise JournalUnavailable("the journal did not commit in time") from None
+        await asyncio.shield(batch)
         return time.perf_counter() - started
 
     async def stage(
