@@ -15,8 +15,9 @@ from gateway.channel_cache import ChannelCache
 from gateway.errors import ApiError, Handler, response_for
 from gateway.idempotency import IdempotencyCache
 from gateway.intake import Intake
-from gateway.journal import DirectOutbox, Journal
+from gateway.journal import Journal
 from gateway.metrics import GatewayMetrics
+from gateway.outbox import DirectOutbox
 from gateway.producer import DurableProducer
 from gateway.resp import RespClient
 from gateway.routes import ROUTES

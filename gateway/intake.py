@@ -14,7 +14,7 @@ import logging
 import time
 from typing import TYPE_CHECKING
 
-from gateway.journal import Drained
+from gateway.outbox import Drained
 
 if TYPE_CHECKING:
     from gateway.services import Services

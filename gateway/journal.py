@@ -1,16 +1,7 @@
-"""Where the gateway puts what it accepts: straight on a durable broker, or a journal first.
+"""The journal: what the gateway accepts is durable in PostgreSQL before it is answered.
 
-Handlers that put work on the broker call one ``Outbox``:
-
-- ``send(topic, key=, value=, headers=)``: a webhook; returns once the record is durable,
-  raises ``NotDurable`` (the caller answers 503 + Retry-After) when it cannot be;
-- ``stage(conn, topic, ...)`` inside the transaction of the change the record announces (a
-  human reply's row, a document's row, a conversation closed), then ``publish(staged)`` after
-  the commit.
-
-``DirectOutbox`` (the journal off: Redpanda, Kafka) produces with ``acks=all`` and waits for
-the ack. ``Journal`` (the journal on: the embedded Tansu, which keeps nothing across a restart)
-makes the record durable in PostgreSQL's ``journal`` table instead, and produces it in the
+The ``Outbox`` (gateway/outbox.py) of a gateway whose broker keeps nothing across a restart
+(the embedded Tansu). A record is made durable in the ``journal`` table and produced in the
 background:
 
 - webhooks are written in **group commits**: concurrent requests' records are one INSERT and
@@ -41,7 +32,6 @@ import secrets
 import time
 from collections import deque
 from collections.abc import Iterable
-from dataclasses import dataclass
 from functools import partial
 from typing import Any
 from uuid import UUID, uuid4
@@ -51,6 +41,7 @@ from psycopg.rows import dict_row
 from psycopg_pool import AsyncConnectionPool
 
 from gateway.metrics import GatewayMetrics
+from gateway.outbox import Drained, Key, Staged, broker_url, wave_within
 from gateway.producer import BrokerUnavailable, DurableProducer, NotDurable
 from omnichat.settings import Settings
 from storage import journal as store
@@ -60,14 +51,13 @@ from streams.topics import EPOCH_TOPIC, ensure_topics
 
 log = logging.getLogger(__name__)
 
-Key = tuple[UUID, int]  # (lane, seq)
-
 FLUSHES = 2  # group commits in flight at once: one fills while the other waits for fsync
 TICK = 0.2  # seconds between the keeper's rounds
 EPOCH_EVERY = 1.0  # how often the broker's epoch is checked
 ADOPT_EVERY = 15.0  # how often lanes of dead processes are looked for
 RESEND_BATCH = 1000  # records read back and produced again per keeper round
 STARTUP_REPLAY_SECONDS = 30.0  # start-up waits this long for a replay before listening anyway
+STUCK_WARNING = 300.0  # seconds without a completed wave, records waiting, before a warning
 REDRIVE = ("redrive", b"1")
 
 
@@ -77,109 +67,12 @@ class JournalUnavailable(NotDurable):
     code = "journal_unavailable"
 
 
-@dataclass(frozen=True)
-class Staged:
-    """A record written in the caller's transaction, to publish once it has committed."""
-
-    record: Record
-    key: Key | None = None  # its journal row; None when the journal is off
-
-
-@dataclass(frozen=True)
-class Drained:
-    """What a drain did: whether the pipeline carried everything, and how much."""
-
-    complete: bool
-    handled: int  # records the pipeline handled during the drain (a lower bound)
-    left: int  # records it had not handled when the drain gave up
-    seconds: float
-
-
-class DirectOutbox:
-    """The journal off: produce with ``acks=all`` and wait for the ack (durable brokers)."""
-
-    journal_on = False
-
-    def __init__(self, settings: Settings, producer: DurableProducer) -> None:
-        self.settings = settings
-        self.producer = producer
-        self._sending = 0  # produces in flight, for the drain
-
-    async def start(self) -> None:
-        """Nothing to start: the producer is the app's."""
-
-    async def stop(self) -> None:
-        """Nothing to stop."""
-
-    def status(self) -> str | None:
-        """No journal: nothing to report in readiness."""
-        return None
-
-    async def send(self, topic: str, *, key: bytes | None, value: bytes, headers: Headers) -> float:
-        """Produce and wait for the broker's ack; raises BrokerUnavailable."""
-        self._sending += 1
-        try:
-            return await self.producer.send(topic, key=key, value=value, headers=list(headers))
-        finally:
-            self._sending -= 1
-
-    async def stage(
-        self, conn: Any, topic: str, *, key: bytes | None, value: bytes, headers: Headers = ()
-    ) -> Staged:
-        """Nothing to write: the record is produced by ``publish``."""
-        return Staged(Record(topic, key, value, tuple(headers)))
-
-    async def publish(self, staged: Staged) -> float:
-        """Produce a staged record after its transaction committed; raises BrokerUnavailable."""
-        r = staged.record
-        return await self.send(r.topic, key=r.key, value=r.value, headers=r.headers)
-
-    async def settle(self, timeout: float) -> bool:
-        """Wait until no produce is in flight."""
-        deadline = time.monotonic() + timeout
-        while self._sending:
-            if time.monotonic() >= deadline:
-                return False
-            await asyncio.sleep(0.02)
-        return True
-
-    async def carry(self, timeout: float) -> Drained:
-        """Wait until the pipeline has carried everything on the broker (a wave)."""
-        progress = Progress(_broker_url(self.settings), self.settings.worker_id)
-        try:
-            return await _wave(progress, timeout)
-        finally:
-            await progress.stop()
-
-
-async def _wave(progress: Progress, timeout: float) -> Drained:
-    """One wave within ``timeout``; when it does not complete, how many records are left."""
-    started = time.monotonic()
-    try:
-        async with asyncio.timeout(max(0.0, timeout)):
-            handled = await progress.wave()
-    except Exception as exc:  # the time is up, or the broker is away: nothing more to wait for
-        if not isinstance(exc, TimeoutError):
-            log.warning("drain: the broker did not answer: %r", exc)
-        left = -1
-        with contextlib.suppress(Exception):
-            async with asyncio.timeout(5.0):
-                left = await progress.lag()
-        return Drained(False, 0, left, time.monotonic() - started)
-    return Drained(True, handled, 0, time.monotonic() - started)
-
-
 def _expire(batch: asyncio.Future[None]) -> None:
     """A group commit that did not come in time: its requests get 503 (it may still land;
     the keeper then produces what it finds)."""
     if not batch.done():
         batch.set_exception(JournalUnavailable("the journal did not commit in time"))
         batch.exception()  # retrieved: every waiter may have gone
-
-
-def _broker_url(settings: Settings) -> str:
-    assert settings.broker_url, "the gateway needs broker_url"
-    return settings.broker_url
 
 
 class Journal:
@@ -201,7 +94,7 @@ class Journal:
         self.metrics = metrics
         self.timeout = settings.produce_timeout_seconds
         self.lane = uuid4()
-        self.progress = Progress(_broker_url(settings), settings.worker_id)
+        self.progress = Progress(broker_url(settings), settings.worker_id)
         self.ready = False  # start-up replay done
         self._seq = itertools.count(1)
         self._closing = False
@@ -224,6 +117,7 @@ class Journal:
         self._next_epoch = 0.0
         self._next_adopt = 0.0
         self._carrying = False  # a drain runs its own wave: the keeper starts none
+        self._progressed = time.monotonic()  # the last completed wave (or warning)
 
     # --- life ------------------------------------------------------------------------------
 
@@ -371,14 +265,16 @@ class Journal:
                     continue
                 finally:
                     self._flushing -= 1
-                if not done.done():
-                    done.set_result(None)
                 self.metrics.journal_commit.observe(time.perf_counter() - started)
                 self.metrics.journal_batch.observe(len(batch))
                 self.metrics.journal_records.inc(len(batch))
+                # Handed to the producer before the requests are answered: a client that
+                # sends its next webhook after this one's answer finds it queued behind.
                 await self._produce(
                     [(self.lane, seq) for seq, _ in batch], [r for _, r in batch], redrive=False
                 )
+                if not done.done():
+                    done.set_result(None)
         finally:
             if conn is not None:
                 with contextlib.suppress(Exception):
@@ -473,6 +369,7 @@ class Journal:
                     log.info("journal: start-up replay done")
                 if self._wave is None and self._acked and not self._carrying:
                     self._start_wave()
+                self._warn_if_stuck(now)
                 self.metrics.journal_held.set(self.held())
             except asyncio.CancelledError:
                 raise
@@ -509,7 +406,7 @@ class Journal:
 
     async def _new_epoch(self) -> str:
         """A fresh broker: create the topics and write the marker (the first one written wins)."""
-        await ensure_topics(_broker_url(self.settings), self.settings.topic_partitions)
+        await ensure_topics(broker_url(self.settings), self.settings.topic_partitions)
         await self.progress.create_epoch_topic()
         token = secrets.token_hex(8)
         # Partition 0 named: a Tansu client that asked for the topic's metadata before it was
@@ -551,6 +448,20 @@ class Journal:
                 self._lanes.discard(lane)
                 await store.release(self._locks, lane)
 
+    def _warn_if_stuck(self, now: float) -> None:
+        """Say so when records wait and no wave has completed for long: no worker of the
+        group ``OMNICHAT_WORKER_ID`` runs, or the broker is away (the journal keeps them)."""
+        if not (self._covered or self._retry) or now - self._progressed < STUCK_WARNING:
+            return
+        self._progressed = now  # once per STUCK_WARNING
+        log.warning(
+            "journal: %d records wait and the pipeline has carried none for %.0f s: is a "
+            "worker of group %r running, and the broker up?",
+            self.held(),
+            STUCK_WARNING,
+            self.settings.worker_id,
+        )
+
     def _keys(self) -> Iterable[Key]:
         return itertools.chain(self._inflight, self._acked, self._covered, self._retry)
 
@@ -575,6 +486,7 @@ class Journal:
                 self._wave = None
 
     async def _prune(self) -> None:
+        self._progressed = time.monotonic()
         keys, self._covered = self._covered, []
         by_lane: dict[UUID, list[int]] = {}
         for lane, seq in keys:
@@ -610,7 +522,7 @@ class Journal:
         self._covered.extend(self._acked)
         self._acked = []
         gen = self._gen
-        drained = await _wave(self.progress, timeout)
+        drained = await wave_within(self.progress, timeout)
         if drained.complete and gen == self._gen:
             try:
                 await self._prune()

@@ -20,7 +20,7 @@ from psycopg_pool import AsyncConnectionPool
 
 from gateway.bodies import pagination, path_uuid, query_uuid, read_model
 from gateway.errors import ApiError, not_found
-from gateway.journal import Staged
+from gateway.outbox import Staged
 from gateway.producer import BrokerUnavailable
 from gateway.responses import listing, ok
 from gateway.schemas import ConversationPatch, MessageCreate
