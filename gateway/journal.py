@@ -58,6 +58,10 @@ ADOPT_EVERY = 15.0  # how often lanes of dead processes are looked for
 RESEND_BATCH = 1000  # records read back and produced again per keeper round
 STARTUP_REPLAY_SECONDS = 30.0  # start-up waits this long for a replay before listening anyway
 STUCK_WARNING = 300.0  # seconds without a completed wave, records waiting, before a warning
+# Acknowledged records remembered for the next delete. Past this (no worker for long), the
+# older half is forgotten here: they stay in the table, and the next gateway to start takes
+# them over and produces them again (harmless repeats) rather than this one holding them all.
+MAX_REMEMBERED = 500_000
 REDRIVE = ("redrive", b"1")
 
 
@@ -370,6 +374,7 @@ class Journal:
                 if self._wave is None and self._acked and not self._carrying:
                     self._start_wave()
                 self._warn_if_stuck(now)
+                self._forget_if_too_many()
                 self.metrics.journal_held.set(self.held())
             except asyncio.CancelledError:
                 raise
@@ -460,6 +465,21 @@ class Journal:
             self.held(),
             STUCK_WARNING,
             self.settings.worker_id,
+        )
+
+    def _forget_if_too_many(self) -> None:
+        """Bound the memory of acknowledged records a stuck pipeline leaves (MAX_REMEMBERED)."""
+        if len(self._acked) + len(self._covered) <= MAX_REMEMBERED:
+            return
+        keys = self._covered + self._acked
+        half = len(keys) // 2
+        self._covered, self._acked = [], keys[half:]
+        if self._wave is not None:  # it covered records now forgotten: start over
+            self._wave.cancel()
+            self._wave = None
+        log.warning(
+            "journal: forgot %d acknowledged records (kept in the table for the next start)",
+            half,
         )
 
     def _keys(self) -> Iterable[Key]:
