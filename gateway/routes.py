@@ -215,6 +215,7 @@ ROUTES: list[Route] = [
         "Relay a provider payload (API key)",
         tag="webhooks",
         body=InboxWebhook,
+        produces=True,
     ),
     Route(
         "GET",
@@ -232,6 +233,7 @@ ROUTES: list[Route] = [
         "WhatsApp Cloud API webhook (X-Hub-Signature-256)",
         auth="provider",
         tag="webhooks",
+        produces=True,
     ),
     Route(
         "POST",
@@ -241,6 +243,7 @@ ROUTES: list[Route] = [
         auth="provider",
         tag="webhooks",
         query=("token",),
+        produces=True,
     ),
     Route(
         "POST",
@@ -249,6 +252,7 @@ ROUTES: list[Route] = [
         "Sandbox message from a test contact",
         tag="webhooks",
         body=SandboxWebhook,
+        produces=True,
     ),
     # audit
     Route(
@@ -364,6 +368,7 @@ ROUTES: list[Route] = [
         "Hand to a human or the bot; close or reopen; clear needs_attention",
         tag="conversations",
         body=ConversationPatch,
+        produces=True,
     ),
     Route(
         "GET",
@@ -381,6 +386,7 @@ ROUTES: list[Route] = [
         tag="conversations",
         body=MessageCreate,
         status=202,
+        produces=True,
     ),
     # dead letters (admin keys only)
     Route(
@@ -447,6 +453,7 @@ ROUTES: list[Route] = [
         tag="rag",
         body=knowledge.TextDocument,
         status=202,
+        produces=True,
     ),
     Route(
         "GET",

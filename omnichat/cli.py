@@ -32,21 +32,11 @@ def cmd_migrate(settings: Settings, args: argparse.Namespace) -> int:
 def cmd_gateway(settings: Settings, args: argparse.Namespace) -> int:
     """Run the HTTP gateway (production: one per core, sharing the port)."""
     import uvloop
-    from aiohttp import web
 
-    from gateway.app import create_app
+    from gateway.serve import serve
 
     uvloop.install()
-    web.run_app(
-        create_app(settings),
-        host=settings.gateway_host,
-        port=settings.gateway_port,
-        access_log=None,
-        reuse_port=args.reuse_port,
-        print=None,
-        handle_signals=True,
-        shutdown_timeout=10,
-    )
+    asyncio.run(serve(settings, reuse_port=args.reuse_port))
     return 0
 
 

@@ -2,12 +2,18 @@
 
 Starts what the settings do not point elsewhere (Tansu, PostgreSQL + pgvector,
 Redis), applies migrations, creates the topics, then runs the gateway and one
-worker as child processes. Ctrl-C or SIGTERM stops everything it started.
+worker as child processes. With the embedded broker (which keeps nothing across
+a restart) the gateway journals what it accepts in PostgreSQL (gateway/journal.py).
+
+Ctrl-C or SIGTERM stops it cleanly: the gateway first, which closes intake and lets
+the worker carry everything to its end (``OMNICHAT_DRAIN_TIMEOUT_SECONDS``), then the
+worker, then the servers. A second Ctrl-C cuts the drain short.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import secrets
 import signal
@@ -88,10 +94,20 @@ class DevStack:
             "SECRET_KEYS": s.secret_keys.get_secret_value() if s.secret_keys else None,
             "DATA_DIR": str(s.data_dir),
             "ALLOW_PRIVATE_PROVIDER_URLS": str(s.allow_private_provider_urls).lower(),
+            # `auto` means: journal on the embedded broker. The children see a broker URL,
+            # so they are told what `auto` resolved to here.
+            "JOURNAL": self.journal,
         }.items():
             if value is not None:
                 env[f"OMNICHAT_{name}"] = str(value)
         return env
+
+    @property
+    def journal(self) -> str:
+        """The gateway's journal setting: ``auto`` resolved by whether the broker is ours."""
+        if self.settings.journal != "auto":
+            return self.settings.journal
+        return "on" if self.broker is not None else "off"
 
     def spawn(self, *args: str) -> subprocess.Popen:
         """Run ``omnichat <args>`` as a child in its own process group."""
@@ -105,21 +121,49 @@ class DevStack:
         return proc
 
     def stop(self) -> None:
-        """Stop children first (they flush), then the servers; safe to call twice."""
-        for proc in self.children:
-            if proc.poll() is None:
-                os.killpg(proc.pid, signal.SIGTERM)
-        deadline = time.monotonic() + 15
-        for proc in self.children:
-            try:
-                proc.wait(max(0.1, deadline - time.monotonic()))
-            except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait()
+        """Stop the gateway (it drains the pipeline), then the worker, then the servers;
+        safe to call twice. Bounded by the drain timeout plus a few seconds per process."""
+        budget = self.settings.drain_timeout_seconds
+        deadline = time.monotonic() + budget
+        first, *rest = self.children or [None]
+        if first is not None:  # the gateway: intake closes, the worker is still there
+            self._stop_child(first, until=deadline + 15)
+        for proc in rest:  # the worker: its own drain finds nothing left, or is cut short
+            self._stop_child(proc, until=max(deadline, time.monotonic() + 2), hurry_after=True)
         self.children.clear()
         for server in (self.redis, self.broker, self.postgres):
             if server is not None:
                 server.stop()
+
+    def hurry(self) -> None:
+        """A second Ctrl-C: children still draining stop without waiting."""
+        for proc in self.children:
+            if proc.poll() is None:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(proc.pid, signal.SIGTERM)
+
+    @staticmethod
+    def _stop_child(proc: subprocess.Popen, *, until: float, hurry_after: bool = False) -> None:
+        """SIGTERM; past ``until`` a second SIGTERM (stop without draining), then SIGKILL."""
+        if proc.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(max(0.1, until - time.monotonic()))
+            return
+        except subprocess.TimeoutExpired:
+            pass
+        if hurry_after:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGTERM)
+            try:
+                proc.wait(15)
+                return
+            except subprocess.TimeoutExpired:
+                pass
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
 
 
 def run_dev(settings: Settings) -> int:
@@ -129,9 +173,13 @@ def run_dev(settings: Settings) -> int:
 
     stack = DevStack(settings)
     stopping = False
+    stopped_at: float | None = None
 
     def _stop(signum: int, frame: object) -> None:
         nonlocal stopping
+        if stopped_at is not None:  # already stopping: a second Ctrl-C cuts the drain short
+            print("stopping at once", flush=True)
+            stack.hurry()
         stopping = True
 
     signal.signal(signal.SIGTERM, _stop)
@@ -167,11 +215,13 @@ def run_dev(settings: Settings) -> int:
             f"http://127.0.0.1:{s.worker_web_port}/metrics (worker, pid {worker.pid})\n"
             f"  admin views   http://127.0.0.1:{s.worker_web_port}/api/v1/stats/"
             "{usage,conversations,channels,agent-runs,quota} (worker)\n"
-            f"  admin token   {token}\n\n"
+            f"  admin token   {token}\n"
+            f"  durability    {durability(stack)}\n\n"
             "Create a workspace:\n"
             f"  curl -s -X POST {base}/api/v1/tenants/workspaces -H 'Authorization: Bearer "
             f"{token}' -H 'Content-Type: application/json' -d '{{\"name\": \"Acme\"}}'\n\n"
-            "Ctrl-C stops everything.\n",
+            "Ctrl-C stops everything (after the pipeline has carried what it holds; "
+            "Ctrl-C again to stop at once).\n",
             flush=True,
         )
         while not stopping:
@@ -182,6 +232,23 @@ def run_dev(settings: Settings) -> int:
                     )
                     stopping = True
             time.sleep(0.2)
+        stopped_at = time.monotonic()
+        print(
+            f"\nstopping: the gateway refuses new work, and the pipeline gets up to "
+            f"{settings.drain_timeout_seconds:g} s to finish what it holds",
+            flush=True,
+        )
         return 0
     finally:
+        stopped_at = stopped_at or time.monotonic()
         stack.stop()
+        print("stopped", flush=True)
+
+
+def durability(stack: DevStack) -> str:
+    """The banner's line on what survives a restart."""
+    if stack.journal == "on":
+        return "webhooks, replies, documents: journaled in PostgreSQL before they are answered"
+    if stack.broker is not None:
+        return "journal off: what is in flight on the embedded broker is lost when it stops"
+    return "journal off: in-flight work lives on your broker"

@@ -8,6 +8,7 @@ starts the embedded server for that part. docs/CONFIGURATION.md lists them all.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -77,6 +78,20 @@ class Settings(BaseSettings):
         ge=0,
         description="How far back a tap may start (from= a time, an offset or earliest): "
         "400 for a start older than this. 0: no limit.",
+    )
+
+    # Durability of accepted work, and stopping (docs/ARCHITECTURE.md, "The journal")
+    journal: Literal["auto", "on", "off"] = Field(
+        default="auto",
+        description="Journal every webhook, human reply, document and close/reopen in "
+        "PostgreSQL before answering, and produce it again if the broker loses it: 'on', "
+        "'off', or 'auto' (on for the embedded broker of `omnichat dev`, which keeps "
+        "nothing across a restart; off when OMNICHAT_BROKER_URL is set).",
+    )
+    drain_timeout_seconds: float = Field(
+        default=30.0,
+        description="On SIGTERM or Ctrl-C, how long the gateway (after closing intake) and "
+        "a worker wait for the pipeline to carry what it holds to its end; 0: no wait.",
     )
 
     # Dependencies (unset: embedded server)
@@ -223,6 +238,12 @@ class Settings(BaseSettings):
         """Model names that are their own metric label (METRICS_EXTRA_MODELS and LLM_MODEL)."""
         names = {n.strip() for n in self.metrics_extra_models.split(",") if n.strip()}
         return frozenset(names | {self.llm_model})
+
+    @property
+    def journal_enabled(self) -> bool:
+        """Whether the gateway journals what it accepts (``auto``: only without a broker URL,
+        that is, on the embedded broker; `omnichat dev` passes ``on`` to its gateway)."""
+        return self.journal == "on" or (self.journal == "auto" and self.broker_url is None)
 
     @property
     def llm_configured(self) -> bool:

@@ -43,6 +43,25 @@ PIPELINE_TOPICS = (
 )
 
 
+# The consumed topics in the order the stages feed each other: a record on one level causes
+# records only on later levels (webhooks.raw → messages.normalized and .status → ... → send →
+# usage and audit). A drain or a journal prune walks them in this order (streams/progress.py).
+# messages.sent and deadletter have no consumer in the pipeline.
+PIPELINE_LEVELS: tuple[tuple[str, ...], ...] = (
+    (WEBHOOKS_RAW, DOCUMENTS_INGEST),
+    (MESSAGES_NORMALIZED, MESSAGES_STATUS),
+    (MESSAGES_RESOLVED,),
+    (MESSAGES_RETRIEVED,),
+    (MESSAGES_GENERATED,),
+    (MESSAGES_SEND,),
+    (USAGE_EVENTS, AUDIT_EVENTS),
+)
+
+# One partition, one record: written by the journal when it finds the topic missing or empty,
+# so that a broker that lost its log (a restarted Tansu) is told apart from one that did not.
+EPOCH_TOPIC = "omnichat.epoch"
+
+
 def bootstrap_servers(broker_url: str) -> str:
     """``kafka://h1:p1,h2:p2`` (faust's form) → ``h1:p1,h2:p2`` (aiokafka's)."""
     return ",".join(part.split("://", 1)[-1] for part in broker_url.split(","))
