@@ -55,6 +55,7 @@ PIPELINE_LEVELS: tuple[tuple[str, ...], ...] = (
     (MESSAGES_GENERATED,),
     (MESSAGES_SEND,),
     (USAGE_EVENTS, AUDIT_EVENTS),
+    (DEADLETTER,),  # every stage may dead-letter; the deadletters agent produces nothing
 )
 
 # One partition, one record: written by the journal when it finds the topic missing or empty,
