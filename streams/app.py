@@ -209,6 +209,15 @@ def create_app(settings: Settings) -> OmnichatApp:
 
     from streams import views
     from streams.agents import documents, normalize, pipeline, records
+    from streams.seed import seed_tables
+
+    async def seed_after_recovery() -> None:
+        """Raise the tables that mirror PostgreSQL to its figures (changelogs may be gone)."""
+        await seed_tables(app, tables)
+
+    # Faust awaits its tables' recovery callbacks before it resumes the stream partitions;
+    # one table's callback seeds all three mirrored tables.
+    tables.stats.on_recover(seed_after_recovery)
 
     normalize.register(app, tables.dedupe)
     pipeline.register(

@@ -112,3 +112,10 @@ class StreamMetrics:
             "Partitions found stuck after a rebalance and sought back (streams/app.py).",
             registry=r,
         )
+        self.table_seeds = Counter(
+            "omnichat_table_seeded_entries_total",
+            "Table entries raised to what PostgreSQL holds after a table recovery "
+            "(streams/seed.py): non-zero when the changelogs had lost them.",
+            ["table"],
+            registry=r,
+        )

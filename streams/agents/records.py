@@ -1,8 +1,14 @@
 """Side topics into tables: usage per workspace and day, the workspace's stats
-document for the admin views, audit events into the log."""
+document for the admin views, audit events into the log.
+
+Both tables are copied to PostgreSQL (``usage_records``, ``workspace_stats``) after
+their changelog records are acknowledged, so the copy is never ahead of the
+changelog; a worker whose changelogs are gone seeds the tables from it
+(streams/seed.py)."""
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections import defaultdict
 from datetime import date
@@ -12,7 +18,7 @@ from uuid import UUID
 import faust
 
 from agents_pipeline import stats
-from storage import audit, usage
+from storage import audit, table_state, usage
 from streams import applied, tables
 from streams.contracts import AuditEvent, UsageEvent
 from streams.retry import with_retry
@@ -55,12 +61,16 @@ def register(app: OmnichatApp, counters: faust.Table, stats_table: faust.Table) 
                 key = f"{ev.workspace_id}:{ev.day.isoformat()}:{ev.kind}"
                 increments[(e.message.partition, key)] += ev.amount
                 days.add((ev.workspace_id, ev.day))
-            for (partition, key), amount in increments.items():
+            logged = [
                 tables.add(counters, partition, key, amount)
-            for ws, (partition, doc) in folded.items():
+                for (partition, key), amount in increments.items()
+            ]
+            logged += [
                 tables.put(stats_table, partition, ws, doc)
-            applied.mark_applied(counters, new_counts)
-            applied.mark_applied(stats_table, [e for e in events if id(e) in new_stats])
+                for ws, (partition, doc) in folded.items()
+            ]
+            logged += applied.mark_applied(counters, new_counts)
+            logged += applied.mark_applied(stats_table, [e for e in events if id(e) in new_stats])
             touched = {
                 (ws, day): {
                     kind: int(counters.data.get(f"{ws}:{day.isoformat()}:{kind}", 0))
@@ -69,11 +79,17 @@ def register(app: OmnichatApp, counters: faust.Table, stats_table: faust.Table) 
                 for ws, day in days
             }
             rows = [(ws, day, counts) for (ws, day), counts in touched.items()]
+            docs = [(UUID(ws), doc, stats.folded(doc)) for ws, (_, doc) in folded.items()]
+            # The changelog first: the copy in PostgreSQL must never hold what the changelog
+            # could still lose, or a worker seeding from it (streams/seed.py) and then
+            # replaying the batch would count it twice.
+            await asyncio.gather(*logged)
 
-            async def write(rows: list = rows) -> None:
+            async def write(rows: list = rows, docs: list = docs) -> None:
                 pool = await app.resources.pool()
                 async with pool.connection() as conn:
                     await usage.set_usage(conn, rows)
+                    await table_state.set_stats(conn, docs)
 
             await with_retry("usage", write)
             m.events_in.labels("usage").inc(len(events))
