@@ -120,7 +120,7 @@ def create_app(settings: Settings) -> OmnichatApp:
     app.settings = settings
     app.metrics = StreamMetrics()
     app.resources = Resources(settings, app.metrics)
-    app.topics_ = declare_topics(app, settings.topic_partitions)
+    app.topics_ = declare_topics(app, settings.topic_partitions, settings.topic_configs)
 
     def counters(name: str) -> faust.Table:
         """A table of integer counters keyed by string, partitioned like the topics."""
