@@ -16,8 +16,10 @@ So the stack that owns the broker restarts it once its memory passes
 2. the pipeline drains: every partition the workers' consumer group reads has its
    committed offset at its end (a stage commits a record only after its outputs are
    acknowledged, so nothing is left that could still produce);
-3. the workers stop, the broker is replaced by an empty one on the same port, the topics
-   are created again, and the gateway resumes (its producer reconnects by itself);
+3. the workers stop (killed: drained, they hold nothing the old broker does not also
+   lose, and a clean stop would spend seconds leaving a group that goes with it), the
+   broker is replaced by an empty one on the same port, the topics are created again,
+   and the gateway resumes (its producer reconnects by itself);
 4. new workers start: their tables' changelogs are gone with the old broker and are
    seeded from PostgreSQL (streams/seed.py), so no counter starts again from zero.
 

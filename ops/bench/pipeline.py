@@ -37,6 +37,7 @@ from omnichat.embedded import (  # noqa: E402
     EmbeddedBroker,
     EmbeddedPostgres,
     EmbeddedRedis,
+    die_with_parent,
     free_port,
 )
 from storage.migrate import migrate  # noqa: E402
@@ -91,6 +92,7 @@ class Stack:
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 cwd=REPO,
+                preexec_fn=die_with_parent,  # a killed benchmark leaves no process behind
             )
 
     def stop(self) -> None:

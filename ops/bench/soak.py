@@ -31,7 +31,6 @@ import contextlib
 import os
 import shutil
 import signal
-import subprocess
 import sys
 import tempfile
 import threading
@@ -84,16 +83,12 @@ class SoakStack(Stack):
             return
         settings = Settings(_env_file=None)  # type: ignore[call-arg]
 
-        def stop_worker() -> None:
+        def stop_worker() -> None:  # drained: nothing to lose (as omnichat dev does)
             worker = self.procs[1]
             with contextlib.suppress(OSError):
                 self.retired_cpu += cpu_seconds(worker.pid)
-            worker.terminate()
-            try:
-                worker.wait(30)
-            except subprocess.TimeoutExpired:
-                worker.kill()
-                worker.wait()
+            worker.kill()
+            worker.wait()
 
         def start_worker() -> None:
             self.procs[1] = self.spawn("worker")

@@ -94,7 +94,7 @@ async def test_broker_restarted_empty_mid_stream_loses_nothing_accepted(
         max_mb=1.0,  # any broker is past this: due at once
         pause_intake=lambda: os.killpg(gw_proc.pid, signal.SIGSTOP),
         resume_intake=lambda: os.killpg(gw_proc.pid, signal.SIGCONT),
-        stop_workers=worker.stop,
+        stop_workers=lambda: worker.stop(signal.SIGKILL),  # drained, as omnichat dev does
         start_workers=worker.start,
     )
     try:
