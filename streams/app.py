@@ -213,7 +213,10 @@ def create_app(settings: Settings) -> OmnichatApp:
 
     async def seed_after_recovery() -> None:
         """Raise the tables that mirror PostgreSQL to its figures (changelogs may be gone)."""
-        await seed_tables(app, tables)
+        try:
+            await seed_tables(app, tables)
+        except Exception:  # faust would drop it silently (its recovery does not look)
+            log.exception("seeding the tables from PostgreSQL failed; they go on unseeded")
 
     # Faust awaits its tables' recovery callbacks before it resumes the stream partitions;
     # one table's callback seeds all three mirrored tables.
