@@ -3,7 +3,7 @@
 Tansu 0.6.0 (the embedded broker) keeps every record in memory for as long as it runs:
 it ignores ``retention.ms`` and ``retention.bytes`` and answers DeleteRecords by closing
 the connection (its memory storage has no such operation), so no record is ever removed.
-Its memory grows by about 15 KB per message through the pipeline, and every fetch costs
+Its memory grows by 10 to 20 KB per message through the pipeline, and every fetch costs
 more as a partition's log grows (measured in docs/ARCHITECTURE.md, "Retention"). Only
 deleting a topic frees anything, and a topic cannot be deleted under a producer that may
 be writing to it.
@@ -23,9 +23,14 @@ So the stack that owns the broker restarts it once its memory passes
 4. new workers start: their tables' changelogs are gone with the old broker and are
    seeded from PostgreSQL (streams/seed.py), so no counter starts again from zero.
 
-A drain that does not complete in time resumes the gateway and leaves the broker as it
-is (tried again at the next check). What only the broker held is lost with it:
-``messages.sent`` (read by analysts' taps) and ``deadletter`` records.
+It waits for a quiet moment: only when fewer than ``QUIET_RECORDS`` records are in flight
+is intake frozen, for at most ``drain_timeout`` seconds (a drain that does not complete
+in time resumes the gateway and leaves the broker as it is until the next check). Past
+twice the limit it stops waiting for one: intake stays frozen until the pipeline has
+caught up, as back-pressure (providers retry what they could not deliver).
+
+What only the broker held is lost with it: ``messages.sent`` (read by analysts' taps)
+and ``deadletter`` records.
 """
 
 from __future__ import annotations
@@ -51,6 +56,9 @@ from streams.topics import (
 )
 
 log = logging.getLogger(__name__)
+
+QUIET_RECORDS = 2000  # in flight, at most, for intake to be frozen (drains in seconds)
+HARD_DRAIN_SECONDS = 600.0  # past twice the limit: how long intake may stay frozen
 
 # The topics the workers' consumer group reads (messages.sent and deadletter have no stage).
 CONSUMED = tuple(t for t in PIPELINE_TOPICS if t not in (MESSAGES_SENT, DEADLETTER))
@@ -114,7 +122,7 @@ class BrokerRecycler:
         resume_intake: Callable[[], None],
         stop_workers: Callable[[], None],
         start_workers: Callable[[], None],
-        drain_timeout: float = 60.0,
+        drain_timeout: float = 15.0,
     ) -> None:
         self.broker = broker
         self.group = group
@@ -128,27 +136,37 @@ class BrokerRecycler:
         self.drain_timeout = drain_timeout
         self.count = 0
 
-    def due(self) -> bool:
-        """Whether the broker has grown past the limit."""
-        return self.max_mb > 0 and rss_mb(self.broker.pid or 0) > self.max_mb
-
     def maybe_recycle(self) -> Recycled | None:
-        """Recycle when due; None when not due or when the pipeline did not drain."""
-        return self.recycle() if self.due() else None
+        """Recycle when due and quiet enough (see the module doc); None when not done."""
+        size = rss_mb(self.broker.pid or 0)
+        if self.max_mb <= 0 or size <= self.max_mb:
+            return None
+        if size > 2 * self.max_mb:
+            return self.recycle(drain_timeout=HARD_DRAIN_SECONDS)
+        try:
+            left = asyncio.run(behind(self.broker.url, self.group, self.partitions))
+        except Exception as exc:
+            log.info("broker at %.0f MB: in-flight records unknown (%r)", size, exc)
+            return None
+        if left > QUIET_RECORDS:
+            log.info("broker at %.0f MB: waiting for a quieter moment (%d in flight)", size, left)
+            return None
+        return self.recycle()
 
-    def recycle(self) -> Recycled | None:
+    def recycle(self, drain_timeout: float | None = None) -> Recycled | None:
         """Pause intake, drain, replace the broker, resume (see the module doc)."""
         started = time.monotonic()
         size = rss_mb(self.broker.pid or 0)
+        timeout = self.drain_timeout if drain_timeout is None else drain_timeout
         self.pause_intake()
         try:
-            left = asyncio.run(self._drain())
+            left = asyncio.run(self._drain(timeout))
             if left:
                 log.warning(
                     "broker at %.0f MB not restarted: %d records still in flight after %.0fs",
                     size,
                     left,
-                    self.drain_timeout,
+                    timeout,
                 )
                 return None
             self.stop_workers()
@@ -169,9 +187,9 @@ class BrokerRecycler:
         )
         return done
 
-    async def _drain(self) -> int:
+    async def _drain(self, timeout: float) -> int:
         """Wait until the group has committed everything twice in a row; what is left."""
-        deadline = time.monotonic() + self.drain_timeout
+        deadline = time.monotonic() + timeout
         clean = 0
         left = -1
         while time.monotonic() < deadline:
