@@ -202,7 +202,9 @@ async def soak(stack: SoakStack, args: argparse.Namespace) -> list[Slice]:
                 break
             _, first, last = await asyncio.to_thread(latencies, stack.pg.url, run)
             probe = f"p{n}"
-            errors += await send_all(http, url, headers, bodies(probe, args.probe), rate=args.rate)
+            errors += await send_all(
+                http, url, headers, bodies(probe, args.probe), rate=args.rate, retries=10
+            )
             await wait_replies(stack.pg.url, probe, args.probe, args.timeout)
             lat, _, _ = await asyncio.to_thread(latencies, stack.pg.url, probe)
             total += args.slice + args.probe
