@@ -142,7 +142,12 @@ def _resources(settings: Settings):
             partitions=settings.topic_partitions,
         )
         try:
-            await ensure_topics(settings.broker_url, settings.topic_partitions, timeout=5.0)
+            await ensure_topics(
+                settings.broker_url,
+                settings.topic_partitions,
+                timeout=5.0,
+                configs=settings.topic_configs,
+            )
         except Exception as exc:
             log.warning("could not ensure topics: %s", exc)
         await producer.start()

@@ -8,6 +8,8 @@ a restart) the gateway journals what it accepts in PostgreSQL (gateway/journal.p
 Ctrl-C or SIGTERM stops it cleanly: the gateway first, which closes intake and lets
 the worker carry everything to its end (``OMNICHAT_DRAIN_TIMEOUT_SECONDS``), then the
 worker, then the servers. A second Ctrl-C cuts the drain short.
+The embedded broker is restarted empty, with nothing in flight lost, whenever its
+memory passes ``OMNICHAT_EMBEDDED_BROKER_MAX_MB`` (omnichat/recycle.py).
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ from pathlib import Path
 from pydantic import SecretStr
 
 from omnichat.embedded import EmbeddedBroker, EmbeddedPostgres, EmbeddedRedis, die_with_parent
+from omnichat.recycle import BrokerRecycler
 from omnichat.settings import Settings
 
 
@@ -188,7 +191,7 @@ def run_dev(settings: Settings) -> int:
         s = stack.start_services()
         assert s.database_url and s.broker_url
         applied = asyncio.run(migrate(s.database_url))
-        asyncio.run(ensure_topics(s.broker_url, s.topic_partitions))
+        asyncio.run(ensure_topics(s.broker_url, s.topic_partitions, configs=s.topic_configs))
         gateway = stack.spawn("gateway")
         worker = stack.spawn("worker")
         base = f"http://{s.gateway_host}:{s.gateway_port}"
@@ -224,7 +227,12 @@ def run_dev(settings: Settings) -> int:
             "Ctrl-C again to stop at once).\n",
             flush=True,
         )
+        recycler = broker_recycler(stack)
+        next_check = time.monotonic() + RECYCLE_CHECK_SECONDS
         while not stopping:
+            if recycler is not None and time.monotonic() >= next_check:
+                recycler.maybe_recycle()
+                next_check = time.monotonic() + RECYCLE_CHECK_SECONDS
             for proc in stack.children:
                 if proc.poll() is not None:
                     print(
@@ -252,3 +260,44 @@ def durability(stack: DevStack) -> str:
     if stack.broker is not None:
         return "journal off: what is in flight on the embedded broker is lost when it stops"
     return "journal off: in-flight work lives on your broker"
+
+
+RECYCLE_CHECK_SECONDS = 10.0
+
+
+def broker_recycler(stack: DevStack) -> BrokerRecycler | None:
+    """The embedded broker's restarter (omnichat/recycle.py), or None when the broker is
+    not ours or the limit is 0. Children are [gateway, worker]: the worker is replaced."""
+    s = stack.settings
+    if stack.broker is None or s.embedded_broker_max_mb <= 0:
+        return None
+    gateway = stack.children[0]
+
+    def signal_gateway(sig: signal.Signals) -> None:
+        if gateway.poll() is None:
+            os.killpg(gateway.pid, sig)
+
+    def stop_worker() -> None:
+        # Drained: it holds nothing its broker, about to go, does not also lose; a clean
+        # stop would only spend seconds leaving a group that disappears with the broker.
+        worker = stack.children[1]
+        if worker.poll() is None:
+            os.killpg(worker.pid, signal.SIGKILL)
+        worker.wait()
+
+    def start_worker() -> None:
+        new = stack.spawn("worker")  # appended: put it where the old one was
+        stack.children.remove(new)
+        stack.children[1] = new
+
+    return BrokerRecycler(
+        stack.broker,
+        group=s.worker_id,
+        partitions=s.topic_partitions,
+        topic_configs=s.topic_configs,
+        max_mb=s.embedded_broker_max_mb,
+        pause_intake=lambda: signal_gateway(signal.SIGSTOP),
+        resume_intake=lambda: signal_gateway(signal.SIGCONT),
+        stop_workers=stop_worker,
+        start_workers=start_worker,
+    )

@@ -143,6 +143,32 @@ class Settings(BaseSettings):
         description="How long a human reply from the phone keeps a conversation in human mode.",
     )
 
+    # Topic retention (docs/ARCHITECTURE.md, "Retention")
+    topic_retention_seconds: int = Field(
+        default=7 * 24 * 3600,
+        ge=60,
+        description="retention.ms of every pipeline topic the gateway or a worker creates: "
+        "records older than this are deleted by the broker, handled or not, so keep it "
+        "longer than any outage of the workers. Redpanda and Kafka enforce it; the "
+        "embedded Tansu ignores it (see OMNICHAT_EMBEDDED_BROKER_MAX_MB). Table changelogs "
+        "stay compacted (one record per key), not deleted by age.",
+    )
+    topic_retention_bytes: int | None = Field(
+        default=None,
+        ge=1,
+        description="retention.bytes of every pipeline topic, per partition (unset: no "
+        "size limit, only the age above).",
+    )
+
+    embedded_broker_max_mb: float = Field(
+        default=256.0,
+        ge=0,
+        description="`omnichat dev` restarts its embedded broker (Tansu keeps every record "
+        "in memory and slows as its log grows) once the broker's memory passes this many "
+        "MB: intake paused, the pipeline drained, an empty broker, tables seeded from "
+        "PostgreSQL (omnichat/recycle.py). 0: never.",
+    )
+
     # LLM and embeddings
     llm_base_url: str | None = Field(
         default=None,
@@ -244,6 +270,17 @@ class Settings(BaseSettings):
         """Whether the gateway journals what it accepts (``auto``: only without a broker URL,
         that is, on the embedded broker; `omnichat dev` passes ``on`` to its gateway)."""
         return self.journal == "on" or (self.journal == "auto" and self.broker_url is None)
+
+    @property
+    def topic_configs(self) -> dict[str, str]:
+        """Kafka topic configs of the pipeline topics (retention by age, and by size if set)."""
+        configs = {
+            "cleanup.policy": "delete",
+            "retention.ms": str(self.topic_retention_seconds * 1000),
+        }
+        if self.topic_retention_bytes is not None:
+            configs["retention.bytes"] = str(self.topic_retention_bytes)
+        return configs
 
     @property
     def llm_configured(self) -> bool:

@@ -14,6 +14,7 @@ from __future__ import annotations
 from typing import Any
 
 import faust
+from faust.types import FutureMessage
 
 from streams import tables
 
@@ -38,12 +39,11 @@ def fresh(table: faust.Table, events: list[Any]) -> list[Any]:
     return out
 
 
-def mark_applied(table: faust.Table, events: list[Any]) -> None:
+def mark_applied(table: faust.Table, events: list[Any]) -> list[FutureMessage]:
     """Record the batch's highest offset per partition (after its increments were written)."""
     top: dict[int, int] = {}
     for e in events:
         p, o = e.message.partition, e.message.offset
         if o > top.get(p, -1):
             top[p] = o
-    for p, o in top.items():
-        tables.put(table, p, f"{PREFIX}{p}", o)
+    return [tables.put(table, p, f"{PREFIX}{p}", o) for p, o in top.items()]

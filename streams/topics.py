@@ -68,8 +68,15 @@ def bootstrap_servers(broker_url: str) -> str:
     return ",".join(part.split("://", 1)[-1] for part in broker_url.split(","))
 
 
-async def ensure_topics(broker_url: str, partitions: int, timeout: float = 15.0) -> list[str]:
-    """Create the pipeline topics that do not exist yet; return those created."""
+async def ensure_topics(
+    broker_url: str,
+    partitions: int,
+    timeout: float = 15.0,
+    *,
+    configs: dict[str, str] | None = None,
+) -> list[str]:
+    """Create the pipeline topics that do not exist yet, with ``configs`` (retention:
+    ``Settings.topic_configs``); return those created."""
     admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap_servers(broker_url))
     await asyncio.wait_for(admin.start(), timeout)
     try:
@@ -78,7 +85,15 @@ async def ensure_topics(broker_url: str, partitions: int, timeout: float = 15.0)
         if missing:
             try:
                 await admin.create_topics(
-                    [NewTopic(t, num_partitions=partitions, replication_factor=1) for t in missing]
+                    [
+                        NewTopic(
+                            t,
+                            num_partitions=partitions,
+                            replication_factor=1,
+                            topic_configs=configs or {},
+                        )
+                        for t in missing
+                    ]
                 )
             except KafkaError as exc:  # another process created them first
                 log.info("create_topics: %s", exc)

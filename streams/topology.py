@@ -33,8 +33,11 @@ class Topics:
     documents: faust.TopicT
 
 
-def declare_topics(app: faust.App, partitions: int) -> Topics:
-    """Declare every topic with raw keys and values."""
+def declare_topics(
+    app: faust.App, partitions: int, configs: dict[str, str] | None = None
+) -> Topics:
+    """Declare every topic with raw keys and values (``configs``: retention, applied when
+    the worker is the one that creates a topic)."""
 
     def t(name: str) -> faust.TopicT:
         return app.topic(
@@ -44,6 +47,7 @@ def declare_topics(app: faust.App, partitions: int) -> Topics:
             key_serializer="raw",
             value_serializer="raw",
             partitions=partitions,
+            config=configs,
         )
 
     return Topics(
