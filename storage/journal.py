@@ -10,8 +10,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
-from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 from uuid import UUID
 
 from storage.db import Conn
@@ -25,9 +24,8 @@ _INSERT = (
 )
 
 
-@dataclass(frozen=True)
-class Record:
-    """One record to produce: what a journal row holds."""
+class Record(NamedTuple):
+    """One record to produce: what a journal row holds (a tuple: one per webhook, hot path)."""
 
     topic: str
     key: bytes | None
