@@ -1,4 +1,5 @@
-"""What the stream agents share in one worker: the database pool, an HTTP session, the LLM.
+"""What the stream agents share in one worker: the database pool, an HTTP session, the LLM,
+the extraction child processes.
 
 Opened once, lazily, by the first agent that needs them; closed by the app on stop.
 """
@@ -10,6 +11,7 @@ import asyncio
 import aiohttp
 from psycopg_pool import AsyncConnectionPool
 
+from agents_pipeline.knowledge.sandbox import ExtractionLimits, ExtractionPool
 from agents_pipeline.llm import LLMClient
 from omnichat.settings import Settings
 from storage.db import open_pool
@@ -27,6 +29,7 @@ class Resources:
         self._pool: AsyncConnectionPool | None = None
         self._http: aiohttp.ClientSession | None = None
         self.llm: LLMClient | None = None
+        self._extractor: ExtractionPool | None = None
         self.box = (
             SecretBox(settings.secret_key.get_secret_value()) if settings.secret_key else None
         )
@@ -44,6 +47,20 @@ class Resources:
                     )
         return self._pool
 
+    def extractor(self) -> ExtractionPool:
+        """The warm extraction children (started on first use; ingestion's only)."""
+        if self._extractor is None:
+            s = self.settings
+            self._extractor = ExtractionPool(
+                ExtractionLimits(
+                    cpu_seconds=s.extract_cpu_seconds,
+                    memory_mb=s.extract_memory_mb,
+                    timeout_seconds=s.extract_timeout_seconds,
+                    processes=s.extract_processes,
+                )
+            )
+        return self._extractor
+
     async def http(self) -> aiohttp.ClientSession:
         """The HTTP session providers' sends use."""
         if self._http is None:
@@ -60,6 +77,9 @@ class Resources:
 
     async def close(self) -> None:
         """Close everything (safe to call twice)."""
+        if self._extractor is not None:
+            await self._extractor.close()
+            self._extractor = None
         if self.llm is not None:
             await self.llm.close()
             self.llm = None

@@ -19,7 +19,10 @@ without BOM), UTF-16 with a BOM or a clear NUL pattern, else cp1252 (what Brazil
 Windows tools write), else latin-1.
 
 Bad input never raises anything but ``ExtractionError``; its ``code`` is one of
-unsupported_type, empty, corrupt, encrypted, too_large, no_text, bad_qa.
+unsupported_type, empty, corrupt, encrypted, too_large, no_text, bad_qa (and
+extraction_limit, from ``sandbox``, which runs ``extract`` in a child with limits).
+Every reader takes time linear in its input (tests/unit/agents_pipeline/knowledge/
+test_linear_time.py); the parsers under them are bounded by the sandbox's limits.
 """
 
 from __future__ import annotations
@@ -60,7 +63,14 @@ MAX_HEADING_CHARS = 1000
 BlockKind = Literal["heading", "paragraph", "qa", "table_row", "list_item"]
 DocumentFormat = Literal["txt", "md", "html", "pdf", "docx", "csv", "json"]
 ExtractionCode = Literal[
-    "unsupported_type", "empty", "corrupt", "encrypted", "too_large", "no_text", "bad_qa"
+    "unsupported_type",
+    "empty",
+    "corrupt",
+    "encrypted",
+    "too_large",
+    "no_text",
+    "bad_qa",
+    "extraction_limit",  # the child extracting it ran out of CPU time, memory or time (sandbox)
 ]
 
 
@@ -998,7 +1008,7 @@ def extract(
         raise ExtractionError("empty", "the file is empty")
     try:
         return _EXTRACTORS[fmt](data, filename)
-    except ExtractionError:
+    except (ExtractionError, MemoryError):  # out of memory is the process's limit (sandbox)
         raise
     except Exception as exc:  # parsers of damaged files raise anything (KeyError, zlib...)
         detail = f"{type(exc).__name__}: {exc}"[:160]
