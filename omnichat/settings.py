@@ -195,41 +195,6 @@ class Settings(BaseSettings):
         "the priced models and LLM_MODEL; any other model an agent version names is `other`.",
     )
 
-    # Ingestion: one document must not freeze or exhaust a worker
-    extract_cpu_seconds: int = Field(
-        default=30,
-        ge=1,
-        description="CPU time one document's extraction may use, in a child process; past it "
-        "the document fails (extraction_limit).",
-    )
-    extract_memory_mb: int = Field(
-        default=1024,
-        ge=256,
-        description="Memory (address space) of an extraction child process; a document that "
-        "needs more fails (extraction_limit).",
-    )
-    extract_timeout_seconds: float = Field(
-        default=60.0,
-        gt=0,
-        description="Wall-clock bound on one document's extraction: a child stuck or starved "
-        "that long is killed and the document fails (extraction_limit).",
-    )
-    extract_processes: int = Field(
-        default=2, ge=1, description="Warm extraction child processes per worker."
-    )
-    ingest_max_attempts: int = Field(
-        default=3,
-        ge=1,
-        description="Claims of a document that may end without an outcome (its worker died, "
-        "froze or failed on it) before it fails (attempts_exceeded).",
-    )
-    ingest_lease_seconds: float = Field(
-        default=30.0,
-        gt=0,
-        description="How long a worker's claim on a document holds unless renewed (every "
-        "third of it): no other worker or sweep takes the document before it runs out.",
-    )
-
     # Providers
     send_timeout_seconds: float = Field(
         default=10.0, description="Timeout of one provider send call."

@@ -10,7 +10,7 @@ from __future__ import annotations
 import re
 import unicodedata
 from typing import Any
-from uuid import UUID, uuid4
+from uuid import UUID
 
 from pgvector import Vector
 
@@ -36,13 +36,6 @@ TS_CONFIGS = {
     "it": "italian",
 }
 RRF_K = 60  # the usual reciprocal-rank-fusion constant
-DEFAULT_LEASE_SECONDS = 30.0  # a claim's life unless renewed (OMNICHAT_INGEST_LEASE_SECONDS)
-# A document may be claimed while pending, or processing with its holder's lease run out (a
-# claim from before leases, NULL, counts as run out).
-_CLAIMABLE = (
-    "(status = 'pending' OR (status = 'processing'"
-    " AND (lease_until IS NULL OR lease_until <= now())))"
-)
 # The most chunks the full-text side ranks per search: it matches with the question's rarest
 # lexemes first while their chunk counts (kb_terms) fit, and stops the GIN match there; the
 # ranking then uses every lexeme. Ranking a match costs ~10 us (its tsv is read), so this
@@ -223,89 +216,23 @@ async def delete_document(conn: Conn, *, workspace_id: UUID, kb_id: UUID, doc_id
     return cur.rowcount == 1
 
 
-async def claim_document(
-    conn: Conn,
-    *,
-    doc_id: UUID,
-    claimant: str | None = None,
-    lease_seconds: float = DEFAULT_LEASE_SECONDS,
-    max_attempts: int | None = None,
-) -> Row | None:
-    """Take a document for ingestion, with its bytes and base, or None if it cannot be taken.
+async def claim_document(conn: Conn, *, doc_id: UUID) -> Row | None:
+    """Take a pending (or interrupted) document for ingestion, with its bytes and base.
 
-    It can be taken while ``pending``, or ``processing`` once its holder's lease ran out (a
-    worker that died mid-document left no chunk committed: chunks are written in the same
-    transaction that marks it ``ready``, so it is simply redone), and while it has had fewer
-    than ``max_attempts`` claims. The claim holds for ``lease_seconds`` unless renewed
-    (``renew_lease``); ``claimant`` names it (a fresh token by default) and only the
-    claimant may finish or fail the document.
+    ``processing`` documents are taken again: a worker that died mid-document left
+    no chunk committed (chunks are written in the same transaction that marks it
+    ``ready``), so it is simply redone.
     """
     cur = await conn.execute(
-        "UPDATE documents d SET status = 'processing', attempts = d.attempts + 1, error = NULL,"
-        " claimed_by = %s, claimed_at = now(), lease_until = now() + make_interval(secs => %s)"
+        "UPDATE documents d SET status = 'processing', attempts = attempts + 1, error = NULL"
         " FROM knowledge_bases k WHERE d.id = %s AND k.id = d.knowledge_base_id"
-        f" AND d.attempts < %s AND {_CLAIMABLE}"
+        " AND d.status IN ('pending', 'processing')"
         " RETURNING d.id, d.workspace_id, d.knowledge_base_id, d.title, d.filename,"
-        " d.mime_type, d.content, d.attempts, d.claimed_by, k.language, k.embedding,"
-        " k.embedding_model, k.dimensions",
-        (
-            claimant or uuid4().hex,
-            lease_seconds,
-            doc_id,
-            max_attempts if max_attempts is not None else 2**31 - 1,
-        ),
-    )
-    return await cur.fetchone()
-
-
-async def give_up_document(conn: Conn, *, doc_id: UUID, max_attempts: int) -> str | None:
-    """Fail a document that could be claimed but has had ``max_attempts`` claims already;
-    the error it now has, or None if it is not such a document."""
-    cur = await conn.execute(
-        "UPDATE documents SET status = 'failed', content = NULL, lease_until = NULL,"
-        " error = 'attempts_exceeded: ingestion started ' || attempts || ' times without"
-        " finishing (a worker died, froze or failed on it each time)'"
-        f" WHERE id = %s AND attempts >= %s AND {_CLAIMABLE} RETURNING error",
-        (doc_id, max_attempts),
-    )
-    row = await cur.fetchone()
-    return row["error"] if row else None
-
-
-async def lease_left(conn: Conn, *, doc_id: UUID) -> float | None:
-    """Seconds until the lease on a processing document runs out (0 if it has), or None
-    if the document is not processing (finished, failed, deleted)."""
-    cur = await conn.execute(
-        "SELECT greatest(0, coalesce(extract(epoch FROM lease_until - now()), 0))::float"
-        " AS seconds FROM documents WHERE id = %s AND status = 'processing'",
+        " d.mime_type, d.content, d.attempts, k.language, k.embedding, k.embedding_model,"
+        " k.dimensions",
         (doc_id,),
     )
-    row = await cur.fetchone()
-    return row["seconds"] if row else None
-
-
-async def renew_lease(conn: Conn, *, doc_id: UUID, claimant: str, lease_seconds: float) -> bool:
-    """Extend a claim while its holder works; False if the claim is no longer its own."""
-    cur = await conn.execute(
-        "UPDATE documents SET lease_until = now() + make_interval(secs => %s)"
-        " WHERE id = %s AND claimed_by = %s AND status = 'processing'",
-        (lease_seconds, doc_id, claimant),
-    )
-    return cur.rowcount == 1
-
-
-async def release_document(
-    conn: Conn, *, doc_id: UUID, claimant: str, retry_after: float, counted: bool
-) -> None:
-    """Let go of a claim without an outcome (a transient failure, a stopping worker): the
-    document may be claimed again after ``retry_after`` seconds, and unless ``counted`` the
-    claim does not count toward its attempts."""
-    await conn.execute(
-        "UPDATE documents SET claimed_by = NULL,"
-        " lease_until = now() + make_interval(secs => %s), attempts = attempts - %s"
-        " WHERE id = %s AND claimed_by = %s AND status = 'processing'",
-        (retry_after, 0 if counted else 1, doc_id, claimant),
-    )
+    return await cur.fetchone()
 
 
 async def finish_document(conn: Conn, *, doc: Row, chunks: list[dict[str, Any]]) -> bool:
@@ -313,9 +240,8 @@ async def finish_document(conn: Conn, *, doc: Row, chunks: list[dict[str, Any]])
     config = ts_config(doc["language"])
     async with conn.transaction():
         cur = await conn.execute(
-            "SELECT 1 FROM documents WHERE id = %s AND status = 'processing'"
-            " AND claimed_by = %s FOR UPDATE",
-            (doc["id"], doc["claimed_by"]),
+            "SELECT 1 FROM documents WHERE id = %s AND status = 'processing' FOR UPDATE",
+            (doc["id"],),
         )
         if await cur.fetchone() is None:
             return False
@@ -343,35 +269,27 @@ async def finish_document(conn: Conn, *, doc: Row, chunks: list[dict[str, Any]])
         )
         await conn.execute(
             "UPDATE documents SET status = 'ready', chunk_count = %s, content = NULL,"
-            " error = NULL, lease_until = NULL WHERE id = %s",
+            " error = NULL WHERE id = %s",
             (len(chunks), doc["id"]),
         )
     return True
 
 
-async def fail_document(
-    conn: Conn, *, doc_id: UUID, error: str, claimant: str | None = None
-) -> None:
-    """Mark a document failed with the reason (its bytes are dropped: it will not be
-    retried); with ``claimant``, only if that claim still holds it."""
+async def fail_document(conn: Conn, *, doc_id: UUID, error: str) -> None:
+    """Mark a document failed with the reason (its bytes are dropped: it will not be retried)."""
     await conn.execute(
-        "UPDATE documents SET status = 'failed', error = %s, content = NULL, lease_until = NULL"
-        " WHERE id = %s AND (%s::text IS NULL OR (claimed_by = %s AND status = 'processing'))",
-        (error, doc_id, claimant, claimant),
+        "UPDATE documents SET status = 'failed', error = %s, content = NULL WHERE id = %s",
+        (error, doc_id),
     )
 
 
 async def pending_documents(conn: Conn, *, older_than_seconds: float) -> list[Row]:
-    """Documents to queue again, with the ids an ingest event needs: pending for over
-    ``older_than_seconds`` (an event that never reached the topic), or processing with
-    their lease run out (the holder died or froze). A document a worker holds is never
-    among them."""
+    """Documents stuck pending or processing (a lost ingest event, a dead worker), with the
+    ids an ingest event needs."""
     cur = await conn.execute(
         "SELECT id, workspace_id, knowledge_base_id FROM documents"
         " WHERE status IN ('pending', 'processing')"
-        " AND CASE WHEN status = 'pending' OR lease_until IS NULL"
-        " THEN updated_at < now() - make_interval(secs => %s) ELSE lease_until <= now() END"
-        " ORDER BY created_at LIMIT 100",
+        " AND updated_at < now() - make_interval(secs => %s) ORDER BY created_at LIMIT 100",
         (older_than_seconds,),
     )
     return await cur.fetchall()

@@ -1,6 +1,5 @@
 """What the stream agents share in one worker: the database pool, an HTTP session, the LLM,
-and the Redis connection the admin views read the auth epoch over, the extraction child
-processes.
+and the Redis connection the admin views read the auth epoch over.
 
 Opened once, lazily, by the first agent that needs them; closed by the app on stop.
 """
@@ -12,7 +11,6 @@ import asyncio
 import aiohttp
 from psycopg_pool import AsyncConnectionPool
 
-from agents_pipeline.knowledge.sandbox import ExtractionLimits, ExtractionPool
 from agents_pipeline.llm import LLMClient
 from agents_pipeline.providers.egress import provider_session
 from gateway.resp import RespClient
@@ -35,7 +33,6 @@ class Resources:
         self.box = SecretBox(settings.fernet_keys) if settings.fernet_keys else None
         # Connects on first use; unset (no Redis), the views trust cached keys only briefly.
         self.redis = RespClient(settings.redis_url) if settings.redis_url else None
-        self._extractor: ExtractionPool | None = None
 
     async def pool(self) -> AsyncConnectionPool:
         """The database pool (opened on first use)."""
@@ -49,20 +46,6 @@ class Resources:
                         max_size=self.settings.database_pool_max,
                     )
         return self._pool
-
-    def extractor(self) -> ExtractionPool:
-        """The warm extraction children (started on first use; ingestion's only)."""
-        if self._extractor is None:
-            s = self.settings
-            self._extractor = ExtractionPool(
-                ExtractionLimits(
-                    cpu_seconds=s.extract_cpu_seconds,
-                    memory_mb=s.extract_memory_mb,
-                    timeout_seconds=s.extract_timeout_seconds,
-                    processes=s.extract_processes,
-                )
-            )
-        return self._extractor
 
     async def http(self) -> aiohttp.ClientSession:
         """The HTTP session providers' sends use: it connects only to public addresses
@@ -83,9 +66,6 @@ class Resources:
         """Close everything (safe to call twice)."""
         if self.redis is not None:
             await self.redis.close()
-        if self._extractor is not None:
-            await self._extractor.close()
-            self._extractor = None
         if self.llm is not None:
             await self.llm.close()
             self.llm = None

@@ -61,7 +61,7 @@ class Chunk(BaseModel):
 
 _CLOSING = "\"'\u201d\u2019»)]"  # quotes and brackets that may follow a sentence's end
 _OPENING = "\"'\u201c\u2018«([¿¡\u2014\u2013-"  # and that may open the next one
-_ENDING = ".!?…"
+_SENTENCE_END = re.compile(rf"[.!?…]+[{re.escape(_CLOSING)}]*(?=\s)")
 _DOTTED_ABBREVIATION = re.compile(r"^(?:[^\W\d_]{1,3}\.){2,}$")  # p.ex. S.A. a.C.
 _ABBREVIATIONS = frozenset(
     # titles and forms of address
@@ -78,16 +78,12 @@ _ABBREVIATIONS = frozenset(
     | {"jan", "fev", "abr", "mai", "jun", "jul", "ago", "set", "out", "nov", "dez"}
     | {"seg", "ter", "qua", "qui", "sex", "sáb", "sab", "dom"}
 )
-# A unit (a sentence, or a line of one) longer than this is cut at a space near each
-# multiple of it before anything counts its tokens: cutting one piece off a unit re-reads
-# the rest, so a megabyte without a sentence end cost the square of its length. No
-# knowledge-base sentence comes near it; a chunk holds a few hundred tokens.
-MAX_UNIT_CHARS = 8000
 
 
-def _is_abbreviation(word: str) -> bool:
+def _is_abbreviation(before: str) -> bool:
     """Whether the word ending just before a period is an abbreviation or an initial."""
-    word = word.lstrip(_OPENING)
+    words = before.split()
+    word = words[-1].lstrip(_OPENING) if words else ""
     if not word:
         return False
     if len(word) == 1 and word.isalpha():
@@ -95,57 +91,22 @@ def _is_abbreviation(word: str) -> bool:
     return word.lower() in _ABBREVIATIONS or bool(_DOTTED_ABBREVIATION.match(word + "."))
 
 
-def _last_word(text: str, start: int, end: int) -> str:
-    """``text[start:end].split()[-1]`` (or ""), without copying the span."""
-    stop = end
-    while stop > start and text[stop - 1].isspace():
-        stop -= 1
-    begin = stop
-    while begin > start and not text[begin - 1].isspace():
-        begin -= 1
-    return text[begin:stop]
-
-
 def _sentence_starts(text: str) -> list[int]:
-    """Indexes where sentences start: after . ! ? … and spaces, before a non-lowercase.
-
-    A sentence ends at a run of . ! ? … (and closing quotes or brackets) followed by a
-    space. Every character is read a bounded number of times: the pattern this replaces
-    tried each "." of a run of dots to the run's end, and each sentence end copied the
-    rest of the text.
-    """
+    """Indexes where sentences start: after . ! ? … and spaces, before a non-lowercase."""
     starts = [0]
-    n = len(text)
-    i = 0
-    while i < n:
-        if text[i] not in _ENDING:
-            i += 1
-            continue
-        run_end = i
-        while run_end < n and text[run_end] in _ENDING:
-            run_end += 1
-        end = run_end
-        while end < n and text[end] in _CLOSING:
-            end += 1
-        if end >= n or not text[end].isspace():
-            i = end
-            continue
-        following = end
-        while following < n and text[following].isspace():
-            following += 1
-        if following >= n:
+    for match in _SENTENCE_END.finditer(text):
+        rest = text[match.end() :]
+        following = rest.lstrip()
+        if not following:
             break
-        punctuation = text[i:run_end]
-        first = following
-        while first < n and text[first] in _OPENING:
-            first += 1
+        punctuation = match[0].rstrip(_CLOSING)
+        first = following.lstrip(_OPENING)[:1]
         strong = "!" in punctuation or "?" in punctuation
-        i = end
-        if not strong and text[first : first + 1].islower():
+        if not strong and first.islower():
             continue
-        if punctuation == "." and _is_abbreviation(_last_word(text, starts[-1], run_end - 1)):
+        if punctuation == "." and _is_abbreviation(text[starts[-1] : match.start()]):
             continue
-        starts.append(following)
+        starts.append(match.end() + len(rest) - len(following))
     return starts
 
 
@@ -182,33 +143,8 @@ def _pieces(text: str, starts: list[int]) -> Iterator[tuple[str, str]]:
             kept_end = start + len(piece)
 
 
-def _split_long(unit: _Unit) -> list[_Unit]:
-    """A unit over ``MAX_UNIT_CHARS`` as pieces of at most that many characters, cut at the
-    last space of each stretch's second half (else anywhere); joined, they give it back."""
-    text, n = unit.text, len(unit.text)
-    pieces: list[_Unit] = []
-    sep, start = unit.sep, 0
-    while n - start > MAX_UNIT_CHARS:
-        limit = start + MAX_UNIT_CHARS
-        cut = text.rfind(" ", start + MAX_UNIT_CHARS // 2, limit)
-        space_start = cut
-        while space_start > start and text[space_start - 1].isspace():
-            space_start -= 1
-        if cut < 0 or space_start == start:
-            cut = space_start = limit
-        space_end = cut
-        while space_end < n and text[space_end].isspace():
-            space_end += 1
-        pieces.append(_Unit.of(text[start:space_start], sep))
-        sep, start = text[space_start:space_end], space_end
-    if start < n:
-        pieces.append(_Unit.of(text[start:], sep))
-    return pieces
-
-
 def _block_units(text: str, limit: int) -> list[_Unit]:
-    """A block as sentences, breaking those over ``limit`` tokens at line breaks (and units
-    over ``MAX_UNIT_CHARS`` characters into pieces).
+    """A block as sentences, breaking those over ``limit`` tokens at line breaks.
 
     Joining the units with their separators gives the block back; the first unit's
     separator is a newline, which is what separates blocks inside a chunk.
@@ -216,14 +152,13 @@ def _block_units(text: str, limit: int) -> list[_Unit]:
     units: list[_Unit] = []
     for sep, sentence in _pieces(text, _sentence_starts(text)):
         unit = _Unit.of(sentence, sep if units else "\n")
-        found = [unit]
         if unit.tokens > limit and "\n" in sentence:
             line_starts = [0, *(m.end() for m in re.finditer(r"\n", sentence))]
             lines = list(_pieces(sentence, line_starts))
-            found = [_Unit.of(lines[0][1], unit.sep)]
-            found.extend(_Unit.of(line, line_sep) for line_sep, line in lines[1:])
-        for piece in found:
-            units.extend(_split_long(piece) if len(piece.text) > MAX_UNIT_CHARS else (piece,))
+            units.append(_Unit.of(lines[0][1], unit.sep))
+            units.extend(_Unit.of(line, line_sep) for line_sep, line in lines[1:])
+        else:
+            units.append(unit)
     return units
 
 

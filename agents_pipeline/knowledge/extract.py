@@ -19,10 +19,7 @@ without BOM), UTF-16 with a BOM or a clear NUL pattern, else cp1252 (what Brazil
 Windows tools write), else latin-1.
 
 Bad input never raises anything but ``ExtractionError``; its ``code`` is one of
-unsupported_type, empty, corrupt, encrypted, too_large, no_text, bad_qa (and
-extraction_limit, from ``sandbox``, which runs ``extract`` in a child with limits).
-Every reader takes time linear in its input (tests/unit/agents_pipeline/knowledge/
-test_linear_time.py); the parsers under them are bounded by the sandbox's limits.
+unsupported_type, empty, corrupt, encrypted, too_large, no_text, bad_qa.
 """
 
 from __future__ import annotations
@@ -36,41 +33,27 @@ import re
 import unicodedata
 import zipfile
 from collections.abc import Callable, Iterable, Iterator
+from html.parser import HTMLParser
 from typing import Any, Literal
 
 import docx
 import pypdf
-from docx.document import Document as DocxDocument
-from docx.enum.style import WD_STYLE_TYPE
 from docx.oxml.ns import qn
-from docx.oxml.simpletypes import ST_Merge
-from docx.oxml.styles import CT_Style
-from docx.oxml.table import CT_Row, CT_Tc
-from docx.styles.style import BaseStyle, StyleFactory
-from docx.table import Table, _Cell
+from docx.styles.style import BaseStyle
+from docx.table import Table
 from docx.text.paragraph import Paragraph
 from pydantic import BaseModel, ConfigDict, Field
 
 from agents_pipeline.errors import PipelineError
-from agents_pipeline.knowledge.html_lexer import HTMLLexer
-from agents_pipeline.knowledge.markdown_inline import strip_html_comments, strip_inline
 
 DEFAULT_MAX_BYTES = 20 * 1024 * 1024
 # A .docx is a zip: refuse one whose parts would inflate past this (a zip bomb).
 MAX_UNZIPPED_BYTES = 256 * 1024 * 1024
-MAX_HEADING_CHARS = 1000
 
 BlockKind = Literal["heading", "paragraph", "qa", "table_row", "list_item"]
 DocumentFormat = Literal["txt", "md", "html", "pdf", "docx", "csv", "json"]
 ExtractionCode = Literal[
-    "unsupported_type",
-    "empty",
-    "corrupt",
-    "encrypted",
-    "too_large",
-    "no_text",
-    "bad_qa",
-    "extraction_limit",  # the child extracting it ran out of CPU time, memory or time (sandbox)
+    "unsupported_type", "empty", "corrupt", "encrypted", "too_large", "no_text", "bad_qa"
 ]
 
 
@@ -238,16 +221,9 @@ class _Builder:
         return [text for _, text in self._open]
 
     def heading(self, text: str, level: int) -> None:
-        """Add a heading, closing those at its level or deeper.
-
-        A "heading" longer than ``MAX_HEADING_CHARS`` is text, not a title: it becomes a
-        paragraph, so that no path (repeated on every chunk below it) grows unbounded.
-        """
+        """Add a heading, closing those at its level or deeper."""
         text = _clean_line(text)
         if not text:
-            return
-        if len(text) > MAX_HEADING_CHARS:
-            self.add("paragraph", text)
             return
         level = min(max(level, 1), 6)
         while self._open and self._open[-1][0] >= level:
@@ -264,7 +240,6 @@ class _Builder:
     def qa(self, question: str, answer: str, section: str = "") -> None:
         """Add a question-answer pair (a section, such as a csv category, becomes its path)."""
         question, answer, section = _clean(question), _clean(answer), _clean_line(section)
-        section = section[:MAX_HEADING_CHARS]  # a path, repeated on each of its chunks
         if question and answer:
             self.blocks.append(
                 Block(
@@ -343,43 +318,37 @@ def _extract_txt(data: bytes, filename: str | None) -> ExtractedDocument:
 # --- markdown --------------------------------------------------------------------------
 
 _MD_ATX = re.compile(r"^ {0,3}(#{1,6})(?:[ \t]+(.*))?$")
+_MD_ATX_CLOSE = re.compile(r"(?:^|[ \t]+)#+[ \t]*$")
 _MD_SETEXT = re.compile(r"^ {0,3}(=+|-+)[ \t]*$")
 _MD_HR = re.compile(r"^ {0,3}([-*_])(?:[ \t]*\1){2,}[ \t]*$")
 _MD_FENCE = re.compile(r"^ {0,3}(`{3,}|~{3,})")
 _MD_ITEM = re.compile(r"^[ \t]*(?:[-*+•]|\d{1,9}[.)])[ \t]+(?:\[[ xX]\][ \t]+)?(.*)$")
 _MD_QUOTE = re.compile(r"^[ \t]*(?:>[ \t]?)+")
 _MD_REFDEF = re.compile(r"^ {0,3}\[[^\]]+\]:[ \t]*\S+")
-_MD_TABLE_CELL_SEP = re.compile(r"[ \t]*:?-+:?[ \t]*")
-# The patterns above are anchored at the line's start and cannot backtrack far (every
-# repetition is followed by a character it cannot match). Those that could — a closing
-# "#" sequence after 20,000 spaces took 4 s — are code now: _md_heading_text,
-# _md_table_separator and markdown_inline.
-
-
-def _md_heading_text(text: str) -> str:
-    """An ATX heading's text without its closing "#"s (which need a space before them)."""
-    text = text.strip()
-    hashes = len(text) - len(text.rstrip("#"))
-    if not hashes:
-        return text
-    if hashes == len(text):
-        return ""
-    before = text[: len(text) - hashes]
-    kept = before.rstrip(" \t")
-    return kept if len(kept) < len(before) else text
-
-
-def _md_table_separator(line: str) -> bool:
-    """A pipe table's delimiter row: cells of dashes with optional colons ("|:--|--:|")."""
-    body = line.strip(" \t")
-    body = body.removeprefix("|")
-    body = body.removesuffix("|")
-    return all(_MD_TABLE_CELL_SEP.fullmatch(cell) for cell in body.split("|"))
+_MD_TABLE_SEP = re.compile(r"^[ \t]*\|?[ \t]*:?-+:?[ \t]*(?:\|[ \t]*:?-+:?[ \t]*)*\|?[ \t]*$")
+_MD_INLINE: list[tuple[re.Pattern[str], str | Callable[[re.Match[str]], str]]] = [
+    (re.compile(r"`+([^`]+?)`+"), r"\1"),
+    (re.compile(r"!\[([^\]]*)\]\([^)]*\)"), r"\1"),
+    (
+        re.compile(r"\[([^\]]+)\]\(([^)\s]+)(?:[ \t]+\"[^\"]*\")?\)"),
+        lambda m: m[1] if m[2].startswith("#") or m[2] == m[1] else f"{m[1]} ({m[2]})",
+    ),
+    (re.compile(r"\[([^\]]+)\]\[[^\]]*\]"), r"\1"),
+    (re.compile(r"<((?:https?://|mailto:)[^>\s]+)>"), r"\1"),
+    (re.compile(r"(\*\*|__)(?=\S)(.+?)(?<=\S)\1"), r"\2"),
+    (re.compile(r"~~(?=\S)(.+?)(?<=\S)~~"), r"\1"),
+    (re.compile(r"(?<![\w*])\*(?=\S)(.+?)(?<=\S)\*(?![\w*])"), r"\1"),
+    (re.compile(r"(?<![\w_])_(?=\S)(.+?)(?<=\S)_(?![\w_])"), r"\1"),
+    (re.compile(r"</?[A-Za-z][A-Za-z0-9-]*(?:\s[^<>]*)?/?>"), " "),
+    (re.compile(r"\\([\\`*_{}\[\]()#+\-.!|>~])"), r"\1"),
+]
 
 
 def _md_inline(text: str) -> str:
     """Markdown inline markup lightly removed; a link keeps its address for the agent to share."""
-    return strip_inline(text)
+    for pattern, repl in _MD_INLINE:
+        text = pattern.sub(repl, text)
+    return text
 
 
 def _md_cells(line: str) -> list[str]:
@@ -403,7 +372,7 @@ def _md_front_matter_end(lines: list[str]) -> int:
 
 def _extract_md(data: bytes, filename: str | None) -> ExtractedDocument:
     """A line-based Markdown reader: enough CommonMark for knowledge documents."""
-    text = strip_html_comments(_normalize(decode_text(data)))
+    text = re.sub(r"<!--.*?-->", "", _normalize(decode_text(data)), flags=re.DOTALL)
     lines = text.split("\n")
     builder = _Builder()
     pending: list[str] = []
@@ -435,14 +404,14 @@ def _extract_md(data: bytes, filename: str | None) -> ExtractedDocument:
             flush()
         elif atx := _MD_ATX.match(line):
             flush()
-            builder.heading(_md_inline(_md_heading_text(atx[2] or "")), len(atx[1]))
+            builder.heading(_md_inline(_MD_ATX_CLOSE.sub("", (atx[2] or "").strip())), len(atx[1]))
         elif pending and pending_kind == "paragraph" and _MD_SETEXT.match(line):
             level = 1 if line.strip().startswith("=") else 2
             builder.heading(_md_inline(" ".join(pending)), level)
             pending.clear()
         elif _MD_HR.match(line):
             flush()
-        elif "|" in line and i < len(lines) and "|" in lines[i] and _md_table_separator(lines[i]):
+        elif "|" in line and i < len(lines) and "|" in lines[i] and _MD_TABLE_SEP.match(lines[i]):
             flush()
             header = _md_cells(line)
             i += 1
@@ -482,11 +451,11 @@ _HTML_BLOCK = frozenset(
 _HTML_HEADINGS = {f"h{n}": n for n in range(1, 7)}
 
 
-class _HTMLReader(HTMLLexer):
+class _HTMLReader(HTMLParser):
     """Streams HTML into a builder: block elements end a block, table rows become rows."""
 
     def __init__(self, builder: _Builder) -> None:
-        super().__init__()
+        super().__init__(convert_charrefs=True)
         self.builder = builder
         self.title = ""
         self._in_title = False
@@ -530,7 +499,7 @@ class _HTMLReader(HTMLLexer):
         self.builder.add("table_row", _row_text(row, header))
 
     # -- parser callbacks --
-    def start(self, tag: str) -> None:
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
         if tag == "title" and not self._dropped:
             self._in_title = True
             return
@@ -576,7 +545,7 @@ class _HTMLReader(HTMLLexer):
         elif tag in _HTML_BLOCK:
             self._flush()
 
-    def end(self, tag: str) -> None:
+    def handle_endtag(self, tag: str) -> None:
         if tag == "title":
             self._in_title = False
             return
@@ -609,7 +578,7 @@ class _HTMLReader(HTMLLexer):
         elif tag in _HTML_BLOCK:
             self._flush()
 
-    def data(self, data: str) -> None:
+    def handle_data(self, data: str) -> None:
         if self._in_title:
             self.title += data
         elif not self._dropped:
@@ -653,33 +622,27 @@ def _pdf_blocks(text: str) -> Iterator[tuple[BlockKind, str]]:
     lines = [" ".join(raw.split()) for raw in _normalize(text).split("\n")]
     short = 0.6 * max((len(line) for line in lines), default=0)
     kind: BlockKind = "paragraph"
-    # The paragraph so far is "".join(parts) (appending to one string copied it every line:
-    # quadratic in a paragraph's lines); ``tail`` is its last two characters.
-    parts: list[str] = []
-    tail, previous = "", ""
+    current, previous = "", ""
     for line in lines:
         bullet = _PDF_BULLET.match(line)
         ends = previous.endswith(_PDF_SENTENCE_END) or len(previous) < short
         if not line or bullet or (ends and not line[0].islower()):
-            if parts:
-                yield kind, "".join(parts)
-            kind, parts, tail = "paragraph", [], ""
+            if current:
+                yield kind, current
+            kind, current = "paragraph", ""
         previous = line
         if not line:
             continue
         if bullet:
             kind, line = "list_item", line[bullet.end() :]
-        if not parts:
-            parts, tail = [line], line[-2:]
-        elif tail.endswith("-") and tail[-2:-1].isalpha() and line[:1].islower():
-            parts[-1] = parts[-1][:-1]  # "atendi-" + "mento": the hyphen goes
-            parts.append(line)
-            tail = (tail[:-1] + line)[-2:]
+        if not current:
+            current = line
+        elif current.endswith("-") and current[-2:-1].isalpha() and line[:1].islower():
+            current = current[:-1] + line
         else:
-            parts += (" ", line)
-            tail = (tail + " " + line)[-2:]
-    if parts:
-        yield kind, "".join(parts)
+            current = f"{current} {line}"
+    if current:
+        yield kind, current
 
 
 def _extract_pdf(data: bytes, filename: str | None) -> ExtractedDocument:
@@ -733,119 +696,48 @@ def _check_docx_zip(data: bytes) -> None:
         raise ExtractionError("corrupt", "the zip file is not a Word document")
 
 
-class _DocxStyles:
-    """What a paragraph's style says (heading level, list), once per style id.
-
-    python-docx finds a style by an XPath query over every style, and the default one by
-    reading them all, for each paragraph: a file with many styles and paragraphs took time
-    in their product. Here the styles are indexed once and each style id is judged once.
-    """
-
-    def __init__(self, document: DocxDocument) -> None:
-        self._by_id: dict[str, CT_Style] = {}
-        for style in document.styles.element.style_lst:  # the first of an id wins, as there
-            if style.styleId is not None:
-                self._by_id.setdefault(style.styleId, style)
-        self._default = document.styles.element.default_for(WD_STYLE_TYPE.PARAGRAPH)
-        self._judged: dict[str | None, tuple[int | None, bool]] = {}
-
-    def _style(self, style_id: str | None) -> CT_Style | None:
-        """The paragraph style of an id, or the default one (python-docx's get_by_id)."""
-        style = self._by_id.get(style_id) if style_id else None
-        if style is None or style.type != WD_STYLE_TYPE.PARAGRAPH:
-            return self._default
-        return style
-
-    def _chain(self, style: CT_Style | None) -> Iterator[BaseStyle]:
-        """A style and those it is based on (a custom heading style may inherit "Heading 2")."""
-        for _ in range(8):
-            if style is None:
-                return
-            yield StyleFactory(style)
-            based_on = style.basedOn
-            style = self._by_id.get(based_on.val) if based_on is not None else None
-
-    def judge(self, paragraph: Paragraph) -> tuple[int | None, bool]:
-        """(heading level its style gives, whether its style is a list style)."""
-        style_id = paragraph._p.style
-        if style_id not in self._judged:
-            style = self._style(style_id)
-            level: int | None = None
-            for base in self._chain(style):
-                level = _heading_level_of(base)
-                if level is not None:
-                    break
-            name = (StyleFactory(style).name or "").lower() if style is not None else ""
-            self._judged[style_id] = (level, "list" in name or "lista" in name)
-        return self._judged[style_id]
+def _style_chain(style: BaseStyle | None) -> Iterator[BaseStyle]:
+    """A style and those it is based on (a custom heading style may inherit "Heading 2")."""
+    for _ in range(8):
+        if style is None:
+            return
+        yield style
+        style = getattr(style, "base_style", None)
 
 
-def _heading_level_of(style: BaseStyle) -> int | None:
-    """The heading level a style's name or id says (English or Portuguese names)."""
-    for name in (style.name or "", style.style_id or ""):
-        if match := _DOCX_HEADING.match(name.strip()):
-            return min(int(match[1]), 6)
-        if name.strip().lower() in _DOCX_TITLE:
-            return 1
-    return None
-
-
-def _docx_heading_level(paragraph: Paragraph, styles: _DocxStyles) -> int | None:
-    """The heading level from the style or the outline level."""
-    level, _ = styles.judge(paragraph)
-    if level is not None:
-        return level
+def _docx_heading_level(paragraph: Paragraph) -> int | None:
+    """The heading level from the style (English or Portuguese names) or the outline level."""
+    for style in _style_chain(paragraph.style):
+        for name in (style.name or "", style.style_id or ""):
+            if match := _DOCX_HEADING.match(name.strip()):
+                return min(int(match[1]), 6)
+            if name.strip().lower() in _DOCX_TITLE:
+                return 1
     outline = paragraph._p.xpath("./w:pPr/w:outlineLvl/@w:val")
     if outline and str(outline[0]).isdigit() and int(outline[0]) < 9:
         return min(int(outline[0]) + 1, 6)
     return None
 
 
-def _docx_is_list(paragraph: Paragraph, styles: _DocxStyles) -> bool:
+def _docx_is_list(paragraph: Paragraph) -> bool:
     """Numbered or bulleted: a list style or numbering properties on the paragraph."""
-    return styles.judge(paragraph)[1] or bool(paragraph._p.xpath("./w:pPr/w:numPr"))
-
-
-def _docx_rows(table: Table) -> Iterator[tuple[CT_Row, list[CT_Tc]]]:
-    """Each row with its cells once each, a vertically merged cell as the cell it continues.
-
-    python-docx's ``row.cells`` finds a merged cell's origin by climbing one row at a time
-    and a cell's column by counting its siblings, for every cell: quadratic in the rows (and
-    a recursion error past ~1,000 merged rows). Here the origin of each column's cell is
-    carried from row to row. A continuation with nothing above it counts as its own cell.
-    """
-    above: dict[int, CT_Tc] = {}  # grid column -> the cell (origin) starting there above
-    for tr in table._tbl.tr_lst:
-        here: dict[int, CT_Tc] = {}
-        cells: list[CT_Tc] = []
-        column = tr.grid_before
-        for tc in tr.tc_lst:
-            origin = above.get(column, tc) if tc.vMerge == ST_Merge.CONTINUE else tc
-            here[column] = origin
-            cells.append(origin)
-            column += tc.grid_span
-        above = here
-        yield tr, cells
+    name = (paragraph.style.name or "").lower() if paragraph.style is not None else ""
+    return "list" in name or "lista" in name or bool(paragraph._p.xpath("./w:pPr/w:numPr"))
 
 
 def _docx_table(table: Table, builder: _Builder) -> None:
     """Each row a table_row; a row marked "repeat as header row" labels the rows below."""
     header: list[str] | None = None
-    # A merged cell's text, read once however many rows it spans. Keyed by the element, which
-    # keeps lxml's proxy alive: an id() of a proxy let go of is reused by the next one.
-    texts: dict[CT_Tc, str] = {}
-    for index, (tr, tcs) in enumerate(_docx_rows(table)):
+    for index, row in enumerate(table.rows):
+        seen: set[int] = set()
         cells: list[str] = []
-        seen: set[CT_Tc] = set()
-        for tc in tcs:
-            if tc not in seen:
-                seen.add(tc)
-                if tc not in texts:
-                    texts[tc] = _clean_line(_Cell(tc, table).text)
-                cells.append(texts[tc])
+        for cell in row.cells:  # merged cells repeat: keep each once
+            if id(cell._tc) not in seen:
+                seen.add(id(cell._tc))
+                cells.append(_clean_line(cell.text))
         if not any(cells):
             continue
-        tr_pr = tr.trPr
+        tr_pr = row._tr.trPr
         if index == 0 and tr_pr is not None and tr_pr.find(qn("w:tblHeader")) is not None:
             header = cells
             continue
@@ -856,16 +748,14 @@ def _extract_docx(data: bytes, filename: str | None) -> ExtractedDocument:
     """Body paragraphs and tables in document order (headers, footers and notes skipped)."""
     _check_docx_zip(data)
     document = docx.Document(io.BytesIO(data))
-    styles = _DocxStyles(document)
     builder = _Builder()
     for item in document.iter_inner_content():
         if isinstance(item, Table):
             _docx_table(item, builder)
-        elif (level := _docx_heading_level(item, styles)) is not None:
+        elif (level := _docx_heading_level(item)) is not None:
             builder.heading(item.text, level)
         else:
-            kind: BlockKind = "list_item" if _docx_is_list(item, styles) else "paragraph"
-            builder.add(kind, item.text)
+            builder.add("list_item" if _docx_is_list(item) else "paragraph", item.text)
     return builder.document("docx", filename)
 
 
@@ -914,10 +804,6 @@ def _csv_with_header(text: str) -> tuple[list[str], Iterator[list[str]]]:
 
 def _extract_csv(data: bytes, filename: str | None) -> ExtractedDocument:
     """Rows of a csv whose header names the question and answer columns."""
-    # The csv module refuses fields over 128 KiB by default; the file is bounded already.
-    # Only ever raised (a process-wide setting), so concurrent readers cannot lower it.
-    if csv.field_size_limit() < len(data):
-        csv.field_size_limit(max(len(data), DEFAULT_MAX_BYTES))
     header, rows = _csv_with_header(decode_text(data))
     q_col, a_col = _find_key(header, _QUESTION_KEYS), _find_key(header, _ANSWER_KEYS)
     s_col = _find_key(header, _SECTION_KEYS)
@@ -1010,7 +896,7 @@ def extract(
         raise ExtractionError("empty", "the file is empty")
     try:
         return _EXTRACTORS[fmt](data, filename)
-    except (ExtractionError, MemoryError):  # out of memory is the process's limit (sandbox)
+    except ExtractionError:
         raise
     except Exception as exc:  # parsers of damaged files raise anything (KeyError, zlib...)
         detail = f"{type(exc).__name__}: {exc}"[:160]

@@ -1,12 +1,11 @@
 """Agent on ``documents.ingest``: extract, chunk, embed and index one document at a time.
 
-Documents are independent, so the agent runs a few at once: while one is extracted (in a
-child process with limits, ``knowledge.sandbox``) or written, the embedder's threads (one
-per core, fed from every document's chunks) encode the others' chunks. The next document
-starts as soon as one ends (``windowed_agent``): batches of documents left both threads
-waiting at each batch's tail. A timer re-queues documents left waiting: an event that never
-made it to the topic, or a document whose holder's lease ran out (it died or froze); a
-document another worker holds is never re-queued.
+Documents are independent, so the agent runs a few at once: while one is extracted or
+written, the embedder's threads (one per core, fed from every document's chunks) encode
+the others' chunks. The next document starts as soon as one ends (``windowed_agent``):
+batches of documents left both threads waiting at each batch's tail. A timer re-queues
+documents left waiting (an event that never made it to the topic, a worker that died
+mid-document).
 """
 
 from __future__ import annotations
@@ -15,7 +14,7 @@ import logging
 import time
 from typing import TYPE_CHECKING
 
-from agents_pipeline.ingest import ClaimPolicy, ingest_document
+from agents_pipeline.ingest import ingest_document
 from agents_pipeline.knowledge_search import embedder_factory
 from storage import knowledge
 from streams.agents.stage import Out, windowed_agent
@@ -27,7 +26,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 SWEEP_EVERY = 30.0
-STUCK_AFTER = 120.0  # seconds a pending document may wait before the sweep queues it again
+STUCK_AFTER = 120.0  # seconds a document may wait before the sweep queues it again
 # Documents being extracted, embedded or written at once (each up to 20 MB in memory).
 IN_FLIGHT = 4
 
@@ -37,21 +36,11 @@ def register(app: OmnichatApp) -> None:
     t = app.topics_
     m = app.metrics
     embedder_for = embedder_factory(app.settings)
-    policy = ClaimPolicy(
-        lease_seconds=app.settings.ingest_lease_seconds,
-        max_attempts=app.settings.ingest_max_attempts,
-    )
 
     async def on_document(ev: DocumentIngest) -> list[Out]:
         pool = await app.resources.pool()
         started = time.perf_counter()
-        outcome = await ingest_document(
-            pool,
-            ev.document_id,
-            embedder_for=embedder_for,
-            extractor=app.resources.extractor(),
-            policy=policy,
-        )
+        outcome = await ingest_document(pool, ev.document_id, embedder_for=embedder_for)
         m.documents.labels(outcome.status).inc()
         m.chunks_indexed.inc(outcome.chunks)
         m.ingest_latency.observe(time.perf_counter() - started)
@@ -68,7 +57,7 @@ def register(app: OmnichatApp) -> None:
 
     @app.timer(SWEEP_EVERY)
     async def sweep() -> None:
-        """Queue documents that have waited too long, or whose holder's lease ran out."""
+        """Queue documents that have waited too long."""
         pool = await app.resources.pool()
         async with pool.connection() as conn:
             stuck = await knowledge.pending_documents(conn, older_than_seconds=STUCK_AFTER)
