@@ -5,9 +5,7 @@ records it splits each body into provider items, drops items the dedupe table
 has seen, writes one ``webhook_events`` row per remaining item (unique per
 workspace + item key, so a lost table or a flushed Redis cannot create a second
 row) and returns the canonical events to forward. A row whose events were
-never forwarded (the worker died in between) is forwarded again on replay; a
-record the journal *redrives* (the broker lost what normalize had forwarded) has
-its items forwarded again even when they were.
+never forwarded (the worker died in between) is forwarded again on replay.
 """
 
 from __future__ import annotations
@@ -132,9 +130,7 @@ def _dead(reason: str, *, code: str | None, headers: RawHeaders | None, payload:
 
 
 def plan_batch(records: Iterable[RawRecord], seen: Callable[[str], bool]) -> BatchResult:
-    """Split and normalize a batch; items the dedupe table has seen are counted and dropped,
-    except in a redriven record (its downstream events were lost with the broker: the
-    webhook_events table decides, ``persist_batch``)."""
+    """Split and normalize a batch; items the dedupe table has seen are counted and dropped."""
     result = BatchResult()
     in_batch: set[str] = set()
     for record in records:
@@ -166,7 +162,7 @@ def plan_batch(records: Iterable[RawRecord], seen: Callable[[str], bool]) -> Bat
         for keyed in items:
             key = f"{headers.workspace_id}:{keyed.key}"
             keys.append(key)
-            if key in in_batch or (not headers.redrive and seen(key)):
+            if key in in_batch or seen(key):
                 result.duplicates += 1
                 continue
             in_batch.add(key)
@@ -182,13 +178,12 @@ def plan_batch(records: Iterable[RawRecord], seen: Callable[[str], bool]) -> Bat
 
 
 _SECRET_HEADERS = ("authorization", "x-hub-signature-256", "apikey", "token")
-_NOT_STORED = (*_SECRET_HEADERS, "redrive")  # how a delivery came, not what it was
 
 
 def _row(p: Pending) -> dict[str, Any]:
     h = p.headers
     raw_headers = {
-        k: v for k, v in h.model_dump(mode="json").items() if k.lower() not in _NOT_STORED
+        k: v for k, v in h.model_dump(mode="json").items() if k.lower() not in _SECRET_HEADERS
     }
     return {
         "workspace_id": h.workspace_id,
@@ -203,8 +198,7 @@ def _row(p: Pending) -> dict[str, Any]:
 
 
 async def persist_batch(pool: AsyncConnectionPool, result: BatchResult) -> None:
-    """Write the batch's rows in one statement; drop items another delivery already forwarded,
-    unless redriven: then forward them again (each stage after normalize is idempotent)."""
+    """Write the batch's rows in one statement; drop items another delivery already forwarded."""
     if not result.forward:
         return
     async with pool.connection() as conn:
@@ -212,7 +206,7 @@ async def persist_batch(pool: AsyncConnectionPool, result: BatchResult) -> None:
     kept: list[Pending] = []
     for p in result.forward:
         row_id, forwarded = ids[f"{p.headers.workspace_id}:{p.keyed.key}"]
-        if forwarded and (not p.headers.redrive or p.dead is not None):
+        if forwarded:
             result.duplicates += 1
             continue
         p.row_id = row_id

@@ -87,11 +87,6 @@ class SendPolicy:
     breaker_failures: int = 5
     breaker_cooldown: float = 30.0
 
-    @property
-    def lease(self) -> float:
-        """How long a claim holds off other workers: well past a batch's calls."""
-        return max(LEASE, 4 * self.deadline)
-
 
 class SendState:
     """What the send stage keeps in one worker across batches."""
@@ -218,7 +213,7 @@ async def deliver_batch(
             conn,
             [(reqs[i].workspace_id, reqs[i].outbound_id) for i in unique],
             claimer=state.claimer,
-            lease_seconds=policy.lease,
+            lease_seconds=LEASE,
         )
         todo = [i for i in unique if reqs[i].outbound_id in claimed]
         # Held by another worker (which may still be sending it): tried again once its

@@ -2,11 +2,7 @@
 
 The worker keeps one JSON document per workspace in the ``workspace-stats`` table
 (on the workspace's partition) and the admin views read it; these functions are
-the fold, the views and the merge of two copies, with no Faust in them.
-
-Every figure in a document only grows as events are folded in (``folded`` counts
-them), so two copies of one workspace's history — the table's, rebuilt from its
-changelog, and the one kept in PostgreSQL — merge by taking the larger of each.
+the fold and the views, with no Faust in them.
 """
 
 from __future__ import annotations
@@ -22,7 +18,6 @@ Stats = dict[str, Any]
 def empty() -> Stats:
     """The statistics of a workspace nothing happened in yet."""
     return {
-        "folded": 0,
         "channels": {},
         "conversations": {"opened": 0, "closed": 0},
         "runs": {
@@ -39,7 +34,6 @@ def empty() -> Stats:
 def apply(stats: Stats | None, ev: UsageEvent) -> Stats:
     """``stats`` with one event folded in (a new document: table values are not mutated)."""
     out = copy.deepcopy(stats) if stats else empty()
-    out["folded"] = out.get("folded", 0) + 1
     kind = ev.kind
     if kind in ("inbound_messages", "outbound_messages") and ev.channel_id is not None:
         channel = out["channels"].setdefault(str(ev.channel_id), {"inbound": 0, "outbound": 0})
@@ -60,34 +54,6 @@ def apply(stats: Stats | None, ev: UsageEvent) -> Stats:
     elif kind == "llm_completion_tokens":
         out["runs"]["completion_tokens"] += ev.amount
     return out
-
-
-def folded(stats: Stats | None) -> int:
-    """How many events a document holds (documents written before it was counted: 0)."""
-    return int((stats or {}).get("folded", 0))
-
-
-def merge(a: Stats | None, b: Stats | None) -> Stats | None:
-    """The larger of each figure of two copies of one workspace's document.
-
-    Both copies are folds of one history, each up to some point: every figure of the
-    longer one is at least the other's, so this is the longer copy, whichever it is,
-    and one copy missing a channel or an outcome the other has loses nothing.
-    """
-    if a is None or b is None:
-        return copy.deepcopy(a if b is None else b)
-    return _max(a, b)
-
-
-def _max(a: Any, b: Any) -> Any:
-    if isinstance(a, dict) and isinstance(b, dict):
-        out = copy.deepcopy(a)
-        for k, v in b.items():
-            out[k] = _max(out[k], v) if k in out else copy.deepcopy(v)
-        return out
-    if isinstance(a, int | float) and isinstance(b, int | float):
-        return max(a, b)
-    return copy.deepcopy(a)
 
 
 def open_conversations(stats: Stats | None) -> dict[str, int]:

@@ -15,14 +15,11 @@ from gateway.auth_epoch import AuthEpoch
 from gateway.channel_cache import ChannelCache
 from gateway.errors import ApiError, Handler, response_for
 from gateway.idempotency import IdempotencyCache
-from gateway.intake import Intake
-from gateway.journal import Journal
 from gateway.metrics import GatewayMetrics
-from gateway.outbox import DirectOutbox
 from gateway.producer import DurableProducer
 from gateway.resp import RespClient
 from gateway.routes import ROUTES
-from gateway.routing import Route, register, spec_for
+from gateway.routing import register, spec_for
 from gateway.services import CALLER, SERVICES, Services
 from omnichat.settings import Settings
 from storage.db import open_pool
@@ -42,12 +39,8 @@ async def gateway_middleware(request: web.Request, handler: Handler) -> web.Stre
     """
     started = time.perf_counter()
     try:
-        spec = spec_for(request)
-        if spec is not None and spec.produces:
-            response = await _through_intake(request, spec, handler)
-        else:
-            await _authorize(request, spec)
-            response = await handler(request)
+        await _authorize(request)
+        response = await handler(request)
     except Exception as exc:  # HTTPException included: 404/405 of the router
         response = response_for(request, exc)
     resource = request.match_info.route.resource
@@ -60,27 +53,9 @@ async def gateway_middleware(request: web.Request, handler: Handler) -> web.Stre
     return response
 
 
-async def _through_intake(
-    request: web.Request, spec: Route, handler: Handler
-) -> web.StreamResponse:
-    """A route that puts work on the broker: refused while the gateway drains to stop."""
-    svc = request.app[SERVICES]
-    if not svc.intake.enter():
-        raise ApiError(
-            503,
-            "draining",
-            "the gateway is stopping; retry",
-            headers={"Retry-After": str(svc.settings.retry_after_seconds)},
-        )
-    try:
-        await _authorize(request, spec)
-        return await handler(request)
-    finally:
-        svc.intake.leave()
-
-
-async def _authorize(request: web.Request, spec: Route | None) -> None:
+async def _authorize(request: web.Request) -> None:
     """Apply the route's auth: API key + X-Workspace-ID and scope, or the admin token."""
+    spec = spec_for(request)
     if spec is None:
         return
     svc = request.app[SERVICES]
@@ -142,22 +117,10 @@ def _resources(settings: Settings):
             partitions=settings.topic_partitions,
         )
         try:
-            await ensure_topics(
-                settings.broker_url,
-                settings.topic_partitions,
-                timeout=5.0,
-                configs=settings.topic_configs,
-            )
+            await ensure_topics(settings.broker_url, settings.topic_partitions, timeout=5.0)
         except Exception as exc:
             log.warning("could not ensure topics: %s", exc)
         await producer.start()
-        metrics = GatewayMetrics()
-        outbox: DirectOutbox | Journal = (
-            Journal(settings, producer, pool, metrics)
-            if settings.journal_enabled
-            else DirectOutbox(settings, producer)
-        )
-        await outbox.start()  # the journal replays what a stopped gateway left, first
         box = SecretBox(settings.fernet_keys)
         resp = RespClient(settings.redis_url)  # one pipelined connection for both hot paths
         epoch = AuthEpoch(resp)
@@ -172,14 +135,11 @@ def _resources(settings: Settings):
             keys=KeyCache(settings.auth_cache_seconds, epoch, unverified),
             channels=ChannelCache(pool, box, settings.auth_cache_seconds, epoch, unverified),
             idempotency=IdempotencyCache(resp, ttl_seconds=settings.idempotency_ttl_seconds),
-            metrics=metrics,
-            outbox=outbox,
-            intake=Intake(),
+            metrics=GatewayMetrics(),
         )
         try:
             yield
         finally:
-            await outbox.stop()
             await app[SERVICES].idempotency.drain()
             await app[SERVICES].idempotency.redis.close()
             await producer.stop()

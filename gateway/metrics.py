@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client import CollectorRegistry, Counter, Histogram
 
 METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
@@ -73,40 +73,5 @@ class GatewayMetrics:
         self.broker_unavailable = Counter(
             "omnichat_webhook_broker_unavailable_total",
             "Webhooks answered 503 because the broker did not acknowledge in time.",
-            registry=r,
-        )
-        # The journal (gateway/journal.py): only moves when OMNICHAT_JOURNAL is on.
-        self.journal_records = Counter(
-            "omnichat_journal_records_total",
-            "Records made durable in the journal (webhooks, human replies, documents, usage).",
-            registry=r,
-        )
-        self.journal_commit = Histogram(
-            "omnichat_journal_commit_duration_seconds",
-            "Time of one group commit of webhooks to the journal (INSERT + commit).",
-            buckets=LATENCY_BUCKETS,
-            registry=r,
-        )
-        self.journal_batch = Histogram(
-            "omnichat_journal_commit_records",
-            "Records per group commit.",
-            buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256),
-            registry=r,
-        )
-        self.journal_replayed = Counter(
-            "omnichat_journal_replayed_total",
-            "Journal records produced again: after a failed produce (retry), or after the "
-            "broker lost them or their gateway stopped (redrive).",
-            ["reason"],
-            registry=r,
-        )
-        self.journal_pruned = Counter(
-            "omnichat_journal_pruned_total",
-            "Journal records deleted once the pipeline carried them to their end.",
-            registry=r,
-        )
-        self.journal_held = Gauge(
-            "omnichat_journal_held_records",
-            "Journal records this process holds: waiting for their produce or for a wave.",
             registry=r,
         )

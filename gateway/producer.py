@@ -44,16 +44,8 @@ class CachedPartitioner:
         return all_partitions[h % len(all_partitions)]
 
 
-class NotDurable(Exception):
-    """A record could not be made durable: the request that brought it gets 503."""
-
-    code = "not_durable"
-
-
-class BrokerUnavailable(NotDurable):
+class BrokerUnavailable(Exception):
     """The record could not be made durable in time."""
-
-    code = "broker_unavailable"
 
 
 class DurableProducer:
@@ -118,7 +110,7 @@ class DurableProducer:
         self,
         topic: str,
         *,
-        key: bytes | None,
+        key: bytes,
         value: bytes,
         headers: list[tuple[str, bytes]],
         partition: int | None = None,
@@ -140,36 +132,6 @@ class DurableProducer:
             self._suspect = True
             raise BrokerUnavailable(f"broker did not acknowledge: {type(exc).__name__}") from exc
         return time.perf_counter() - started
-
-    async def enqueue(
-        self, topic: str, *, key: bytes | None, value: bytes, headers: list[tuple[str, bytes]]
-    ) -> asyncio.Future:
-        """Hand a record to the producer and return the future of the broker's ack without
-        waiting for it (the journal's background produce). Raises BrokerUnavailable when the
-        producer is not connected or must verify the topics first (``verify``)."""
-        if self._producer is None or self._suspect:
-            raise BrokerUnavailable("not connected to the broker, or topics not verified")
-        try:  # waits only for room in a full batch, bounded by request_timeout_ms
-            return await self._producer.send(topic, value=value, key=key, headers=headers)
-        except (KafkaError, OSError) as exc:
-            self._suspect = True
-            raise BrokerUnavailable(f"broker did not take the record: {exc!r}") from exc
-
-    def failed(self) -> None:
-        """An enqueued record was not acknowledged: verify the topics before trusting more."""
-        self._suspect = True
-
-    @property
-    def suspect(self) -> bool:
-        """A send failed: the topics must be verified before the next one is trusted."""
-        return self._suspect
-
-    async def verify(self) -> None:
-        """Check the topics after a failure (raises BrokerUnavailable while they cannot be)."""
-        if self._producer is None:
-            raise BrokerUnavailable("not connected to the broker")
-        if self._suspect:
-            await self._verify_topics()
 
     async def _verify_topics(self) -> None:
         """After a failure, check the topics exist before trusting an ack again.

@@ -215,7 +215,6 @@ ROUTES: list[Route] = [
         "Relay a provider payload (API key)",
         tag="webhooks",
         body=InboxWebhook,
-        produces=True,
     ),
     Route(
         "GET",
@@ -233,7 +232,6 @@ ROUTES: list[Route] = [
         "WhatsApp Cloud API webhook (X-Hub-Signature-256)",
         auth="provider",
         tag="webhooks",
-        produces=True,
     ),
     Route(
         "POST",
@@ -243,7 +241,6 @@ ROUTES: list[Route] = [
         auth="provider",
         tag="webhooks",
         query=("token",),
-        produces=True,
     ),
     Route(
         "POST",
@@ -252,7 +249,6 @@ ROUTES: list[Route] = [
         "Sandbox message from a test contact",
         tag="webhooks",
         body=SandboxWebhook,
-        produces=True,
     ),
     # audit
     Route(
@@ -368,7 +364,6 @@ ROUTES: list[Route] = [
         "Hand to a human or the bot; close or reopen; clear needs_attention",
         tag="conversations",
         body=ConversationPatch,
-        produces=True,
     ),
     Route(
         "GET",
@@ -386,7 +381,6 @@ ROUTES: list[Route] = [
         tag="conversations",
         body=MessageCreate,
         status=202,
-        produces=True,
     ),
     # dead letters (admin keys only)
     Route(
@@ -453,7 +447,6 @@ ROUTES: list[Route] = [
         tag="rag",
         body=knowledge.TextDocument,
         status=202,
-        produces=True,
     ),
     Route(
         "GET",

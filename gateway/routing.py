@@ -19,8 +19,7 @@ class Route:
 
     ``auth``: ``key`` (API key + X-Workspace-ID), ``admin`` (platform admin
     token), ``provider`` (the provider's own signature or token, checked by the
-    handler), ``public`` (none). ``produces``: the route puts work on the broker, so a
-    stopping gateway refuses it (503 + Retry-After) while it drains (gateway/intake.py).
+    handler), ``public`` (none).
     """
 
     method: str
@@ -32,7 +31,6 @@ class Route:
     body: type[BaseModel] | None = None
     status: int = 200
     query: tuple[str, ...] = field(default=())
-    produces: bool = False
 
 
 ROUTE_SPECS = web.AppKey("route_specs", dict)

@@ -12,10 +12,7 @@ from gateway.auth import Caller, KeyCache
 from gateway.auth_epoch import AuthEpoch
 from gateway.channel_cache import ChannelCache
 from gateway.idempotency import IdempotencyCache
-from gateway.intake import Intake
-from gateway.journal import Journal
 from gateway.metrics import GatewayMetrics
-from gateway.outbox import DirectOutbox
 from gateway.producer import DurableProducer
 from omnichat.settings import Settings
 from storage.secrets import SecretBox
@@ -35,8 +32,6 @@ class Services:
     channels: ChannelCache
     idempotency: IdempotencyCache
     metrics: GatewayMetrics
-    outbox: DirectOutbox | Journal  # how accepted work reaches the broker (gateway/outbox.py)
-    intake: Intake
 
 
 SERVICES = web.AppKey("services", Services)

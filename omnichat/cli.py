@@ -32,11 +32,21 @@ def cmd_migrate(settings: Settings, args: argparse.Namespace) -> int:
 def cmd_gateway(settings: Settings, args: argparse.Namespace) -> int:
     """Run the HTTP gateway (production: one per core, sharing the port)."""
     import uvloop
+    from aiohttp import web
 
-    from gateway.serve import serve
+    from gateway.app import create_app
 
     uvloop.install()
-    asyncio.run(serve(settings, reuse_port=args.reuse_port))
+    web.run_app(
+        create_app(settings),
+        host=settings.gateway_host,
+        port=settings.gateway_port,
+        access_log=None,
+        reuse_port=args.reuse_port,
+        print=None,
+        handle_signals=True,
+        shutdown_timeout=10,
+    )
     return 0
 
 

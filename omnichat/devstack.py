@@ -2,20 +2,12 @@
 
 Starts what the settings do not point elsewhere (Tansu, PostgreSQL + pgvector,
 Redis), applies migrations, creates the topics, then runs the gateway and one
-worker as child processes. With the embedded broker (which keeps nothing across
-a restart) the gateway journals what it accepts in PostgreSQL (gateway/journal.py).
-
-Ctrl-C or SIGTERM stops it cleanly: the gateway first, which closes intake and lets
-the worker carry everything to its end (``OMNICHAT_DRAIN_TIMEOUT_SECONDS``), then the
-worker, then the servers. A second Ctrl-C cuts the drain short.
-The embedded broker is restarted empty, with nothing in flight lost, whenever its
-memory passes ``OMNICHAT_EMBEDDED_BROKER_MAX_MB`` (omnichat/recycle.py).
+worker as child processes. Ctrl-C or SIGTERM stops everything it started.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import os
 import secrets
 import signal
@@ -28,7 +20,6 @@ from pathlib import Path
 from pydantic import SecretStr
 
 from omnichat.embedded import EmbeddedBroker, EmbeddedPostgres, EmbeddedRedis, die_with_parent
-from omnichat.recycle import BrokerRecycler
 from omnichat.settings import Settings
 
 
@@ -97,20 +88,10 @@ class DevStack:
             "SECRET_KEYS": s.secret_keys.get_secret_value() if s.secret_keys else None,
             "DATA_DIR": str(s.data_dir),
             "ALLOW_PRIVATE_PROVIDER_URLS": str(s.allow_private_provider_urls).lower(),
-            # `auto` means: journal on the embedded broker. The children see a broker URL,
-            # so they are told what `auto` resolved to here.
-            "JOURNAL": self.journal,
         }.items():
             if value is not None:
                 env[f"OMNICHAT_{name}"] = str(value)
         return env
-
-    @property
-    def journal(self) -> str:
-        """The gateway's journal setting: ``auto`` resolved by whether the broker is ours."""
-        if self.settings.journal != "auto":
-            return self.settings.journal
-        return "on" if self.broker is not None else "off"
 
     def spawn(self, *args: str) -> subprocess.Popen:
         """Run ``omnichat <args>`` as a child in its own process group."""
@@ -124,49 +105,21 @@ class DevStack:
         return proc
 
     def stop(self) -> None:
-        """Stop the gateway (it drains the pipeline), then the worker, then the servers;
-        safe to call twice. Bounded by the drain timeout plus a few seconds per process."""
-        budget = self.settings.drain_timeout_seconds
-        deadline = time.monotonic() + budget
-        first, *rest = self.children or [None]
-        if first is not None:  # the gateway: intake closes, the worker is still there
-            self._stop_child(first, until=deadline + 15)
-        for proc in rest:  # the worker: its own drain finds nothing left, or is cut short
-            self._stop_child(proc, until=max(deadline, time.monotonic() + 2), hurry_after=True)
+        """Stop children first (they flush), then the servers; safe to call twice."""
+        for proc in self.children:
+            if proc.poll() is None:
+                os.killpg(proc.pid, signal.SIGTERM)
+        deadline = time.monotonic() + 15
+        for proc in self.children:
+            try:
+                proc.wait(max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait()
         self.children.clear()
         for server in (self.redis, self.broker, self.postgres):
             if server is not None:
                 server.stop()
-
-    def hurry(self) -> None:
-        """A second Ctrl-C: children still draining stop without waiting."""
-        for proc in self.children:
-            if proc.poll() is None:
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(proc.pid, signal.SIGTERM)
-
-    @staticmethod
-    def _stop_child(proc: subprocess.Popen, *, until: float, hurry_after: bool = False) -> None:
-        """SIGTERM; past ``until`` a second SIGTERM (stop without draining), then SIGKILL."""
-        if proc.poll() is None:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(max(0.1, until - time.monotonic()))
-            return
-        except subprocess.TimeoutExpired:
-            pass
-        if hurry_after:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(proc.pid, signal.SIGTERM)
-            try:
-                proc.wait(15)
-                return
-            except subprocess.TimeoutExpired:
-                pass
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait()
 
 
 def run_dev(settings: Settings) -> int:
@@ -176,13 +129,9 @@ def run_dev(settings: Settings) -> int:
 
     stack = DevStack(settings)
     stopping = False
-    stopped_at: float | None = None
 
     def _stop(signum: int, frame: object) -> None:
         nonlocal stopping
-        if stopped_at is not None:  # already stopping: a second Ctrl-C cuts the drain short
-            print("stopping at once", flush=True)
-            stack.hurry()
         stopping = True
 
     signal.signal(signal.SIGTERM, _stop)
@@ -191,7 +140,7 @@ def run_dev(settings: Settings) -> int:
         s = stack.start_services()
         assert s.database_url and s.broker_url
         applied = asyncio.run(migrate(s.database_url))
-        asyncio.run(ensure_topics(s.broker_url, s.topic_partitions, configs=s.topic_configs))
+        asyncio.run(ensure_topics(s.broker_url, s.topic_partitions))
         gateway = stack.spawn("gateway")
         worker = stack.spawn("worker")
         base = f"http://{s.gateway_host}:{s.gateway_port}"
@@ -218,21 +167,14 @@ def run_dev(settings: Settings) -> int:
             f"http://127.0.0.1:{s.worker_web_port}/metrics (worker, pid {worker.pid})\n"
             f"  admin views   http://127.0.0.1:{s.worker_web_port}/api/v1/stats/"
             "{usage,conversations,channels,agent-runs,quota} (worker)\n"
-            f"  admin token   {token}\n"
-            f"  durability    {durability(stack)}\n\n"
+            f"  admin token   {token}\n\n"
             "Create a workspace:\n"
             f"  curl -s -X POST {base}/api/v1/tenants/workspaces -H 'Authorization: Bearer "
             f"{token}' -H 'Content-Type: application/json' -d '{{\"name\": \"Acme\"}}'\n\n"
-            "Ctrl-C stops everything (after the pipeline has carried what it holds; "
-            "Ctrl-C again to stop at once).\n",
+            "Ctrl-C stops everything.\n",
             flush=True,
         )
-        recycler = broker_recycler(stack)
-        next_check = time.monotonic() + RECYCLE_CHECK_SECONDS
         while not stopping:
-            if recycler is not None and time.monotonic() >= next_check:
-                recycler.maybe_recycle()
-                next_check = time.monotonic() + RECYCLE_CHECK_SECONDS
             for proc in stack.children:
                 if proc.poll() is not None:
                     print(
@@ -240,64 +182,6 @@ def run_dev(settings: Settings) -> int:
                     )
                     stopping = True
             time.sleep(0.2)
-        stopped_at = time.monotonic()
-        print(
-            f"\nstopping: the gateway refuses new work, and the pipeline gets up to "
-            f"{settings.drain_timeout_seconds:g} s to finish what it holds",
-            flush=True,
-        )
         return 0
     finally:
-        stopped_at = stopped_at or time.monotonic()
         stack.stop()
-        print("stopped", flush=True)
-
-
-def durability(stack: DevStack) -> str:
-    """The banner's line on what survives a restart."""
-    if stack.journal == "on":
-        return "webhooks, replies, documents: journaled in PostgreSQL before they are answered"
-    if stack.broker is not None:
-        return "journal off: what is in flight on the embedded broker is lost when it stops"
-    return "journal off: in-flight work lives on your broker"
-
-
-RECYCLE_CHECK_SECONDS = 10.0
-
-
-def broker_recycler(stack: DevStack) -> BrokerRecycler | None:
-    """The embedded broker's restarter (omnichat/recycle.py), or None when the broker is
-    not ours or the limit is 0. Children are [gateway, worker]: the worker is replaced."""
-    s = stack.settings
-    if stack.broker is None or s.embedded_broker_max_mb <= 0:
-        return None
-    gateway = stack.children[0]
-
-    def signal_gateway(sig: signal.Signals) -> None:
-        if gateway.poll() is None:
-            os.killpg(gateway.pid, sig)
-
-    def stop_worker() -> None:
-        # Drained: it holds nothing its broker, about to go, does not also lose; a clean
-        # stop would only spend seconds leaving a group that disappears with the broker.
-        worker = stack.children[1]
-        if worker.poll() is None:
-            os.killpg(worker.pid, signal.SIGKILL)
-        worker.wait()
-
-    def start_worker() -> None:
-        new = stack.spawn("worker")  # appended: put it where the old one was
-        stack.children.remove(new)
-        stack.children[1] = new
-
-    return BrokerRecycler(
-        stack.broker,
-        group=s.worker_id,
-        partitions=s.topic_partitions,
-        topic_configs=s.topic_configs,
-        max_mb=s.embedded_broker_max_mb,
-        pause_intake=lambda: signal_gateway(signal.SIGSTOP),
-        resume_intake=lambda: signal_gateway(signal.SIGCONT),
-        stop_workers=stop_worker,
-        start_workers=start_worker,
-    )

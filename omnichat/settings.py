@@ -8,7 +8,6 @@ starts the embedded server for that part. docs/CONFIGURATION.md lists them all.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
 
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -80,20 +79,6 @@ class Settings(BaseSettings):
         "400 for a start older than this. 0: no limit.",
     )
 
-    # Durability of accepted work, and stopping (docs/ARCHITECTURE.md, "The journal")
-    journal: Literal["auto", "on", "off"] = Field(
-        default="auto",
-        description="Journal every webhook, human reply, document and close/reopen in "
-        "PostgreSQL before answering, and produce it again if the broker loses it: 'on', "
-        "'off', or 'auto' (on for the embedded broker of `omnichat dev`, which keeps "
-        "nothing across a restart; off when OMNICHAT_BROKER_URL is set).",
-    )
-    drain_timeout_seconds: float = Field(
-        default=30.0,
-        description="On SIGTERM or Ctrl-C, how long the gateway (after closing intake) and "
-        "a worker wait for the pipeline to carry what it holds to its end; 0: no wait.",
-    )
-
     # Dependencies (unset: embedded server)
     broker_url: str | None = Field(default=None, description="kafka://host:port[,host:port]")
     database_url: str | None = Field(default=None, description="postgresql://...")
@@ -141,32 +126,6 @@ class Settings(BaseSettings):
     human_takeover_seconds: int = Field(
         default=1800,
         description="How long a human reply from the phone keeps a conversation in human mode.",
-    )
-
-    # Topic retention (docs/ARCHITECTURE.md, "Retention")
-    topic_retention_seconds: int = Field(
-        default=7 * 24 * 3600,
-        ge=60,
-        description="retention.ms of every pipeline topic the gateway or a worker creates: "
-        "records older than this are deleted by the broker, handled or not, so keep it "
-        "longer than any outage of the workers. Redpanda and Kafka enforce it; the "
-        "embedded Tansu ignores it (see OMNICHAT_EMBEDDED_BROKER_MAX_MB). Table changelogs "
-        "stay compacted (one record per key), not deleted by age.",
-    )
-    topic_retention_bytes: int | None = Field(
-        default=None,
-        ge=1,
-        description="retention.bytes of every pipeline topic, per partition (unset: no "
-        "size limit, only the age above).",
-    )
-
-    embedded_broker_max_mb: float = Field(
-        default=256.0,
-        ge=0,
-        description="`omnichat dev` restarts its embedded broker (Tansu keeps every record "
-        "in memory and slows as its log grows) once the broker's memory passes this many "
-        "MB: intake paused, the pipeline drained, an empty broker, tables seeded from "
-        "PostgreSQL (omnichat/recycle.py). 0: never.",
     )
 
     # LLM and embeddings
@@ -264,23 +223,6 @@ class Settings(BaseSettings):
         """Model names that are their own metric label (METRICS_EXTRA_MODELS and LLM_MODEL)."""
         names = {n.strip() for n in self.metrics_extra_models.split(",") if n.strip()}
         return frozenset(names | {self.llm_model})
-
-    @property
-    def journal_enabled(self) -> bool:
-        """Whether the gateway journals what it accepts (``auto``: only without a broker URL,
-        that is, on the embedded broker; `omnichat dev` passes ``on`` to its gateway)."""
-        return self.journal == "on" or (self.journal == "auto" and self.broker_url is None)
-
-    @property
-    def topic_configs(self) -> dict[str, str]:
-        """Kafka topic configs of the pipeline topics (retention by age, and by size if set)."""
-        configs = {
-            "cleanup.policy": "delete",
-            "retention.ms": str(self.topic_retention_seconds * 1000),
-        }
-        if self.topic_retention_bytes is not None:
-            configs["retention.bytes"] = str(self.topic_retention_bytes)
-        return configs
 
     @property
     def llm_configured(self) -> bool:

@@ -203,8 +203,7 @@ async def insert_inbound(conn: Conn, rows: list[Row]) -> list[tuple[Row, bool]]:
 
 async def bot_replied(conn: Conn, keys: Sequence[tuple[UUID, UUID]]) -> set[UUID]:
     """Which of these inbound messages, as (workspace_id, message_id), already have their
-    bot reply past sending (found by ``messages_one_bot_reply``; the workspace is checked
-    beside it). A reply still pending or sending does not count (``has_bot_reply``)."""
+    bot reply (found by ``messages_one_bot_reply``; the workspace is checked beside it)."""
     if not keys:
         return set()
     ws, ids = _pairs(keys)
@@ -213,8 +212,7 @@ async def bot_replied(conn: Conn, keys: Sequence[tuple[UUID, UUID]]) -> set[UUID
         " JOIN unnest(%s::uuid[], %s::uuid[]) AS v(w, id)"
         " ON m.in_reply_to = v.id AND m.workspace_id = v.w"
         # ANY keeps it an index lookup on in_reply_to, whatever the join's estimate.
-        " WHERE m.in_reply_to = ANY(%s) AND m.direction = 'out' AND m.author = 'bot'"
-        " AND m.status NOT IN ('pending', 'sending')",
+        " WHERE m.in_reply_to = ANY(%s) AND m.direction = 'out' AND m.author = 'bot'",
         (ws, ids, ids),
     )
     return {r["in_reply_to"] for r in await cur.fetchall()}

@@ -168,14 +168,10 @@ async def insert_bot_reply(
 
 
 async def has_bot_reply(conn: Conn, *, workspace_id: UUID, in_reply_to: UUID) -> bool:
-    """Whether an inbound message of this workspace already has its bot reply, past sending.
-
-    A reply still ``pending`` or ``sending`` does not count: its send request may have been
-    lost with the broker, and a replay must reach the send stage again (which sends a
-    message once whatever number of requests it gets)."""
+    """Whether an inbound message of this workspace already has its bot reply."""
     cur = await conn.execute(
         "SELECT 1 FROM messages WHERE in_reply_to = %s AND workspace_id = %s"
-        " AND direction = 'out' AND author = 'bot' AND status NOT IN ('pending', 'sending')",
+        " AND direction = 'out' AND author = 'bot'",
         (in_reply_to, workspace_id),
     )
     return await cur.fetchone() is not None

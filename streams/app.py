@@ -120,7 +120,7 @@ def create_app(settings: Settings) -> OmnichatApp:
     app.settings = settings
     app.metrics = StreamMetrics(extra_models=settings.extra_model_labels)
     app.resources = Resources(settings, app.metrics)
-    app.topics_ = declare_topics(app, settings.topic_partitions, settings.topic_configs)
+    app.topics_ = declare_topics(app, settings.topic_partitions)
 
     def counters(name: str) -> faust.Table:
         """A table of integer counters keyed by string, partitioned like the topics."""
@@ -209,18 +209,6 @@ def create_app(settings: Settings) -> OmnichatApp:
 
     from streams import views
     from streams.agents import deadletters, documents, normalize, pipeline, records
-    from streams.seed import seed_tables
-
-    async def seed_after_recovery() -> None:
-        """Raise the tables that mirror PostgreSQL to its figures (changelogs may be gone)."""
-        try:
-            await seed_tables(app, tables)
-        except Exception:  # faust would drop it silently (its recovery does not look)
-            log.exception("seeding the tables from PostgreSQL failed; they go on unseeded")
-
-    # Faust awaits its tables' recovery callbacks before it resumes the stream partitions;
-    # one table's callback seeds all three mirrored tables.
-    tables.stats.on_recover(seed_after_recovery)
 
     normalize.register(app, tables.dedupe)
     pipeline.register(

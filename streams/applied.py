@@ -14,7 +14,6 @@ from __future__ import annotations
 from typing import Any
 
 import faust
-from faust.types import FutureMessage
 
 from streams import tables
 
@@ -39,11 +38,12 @@ def fresh(table: faust.Table, events: list[Any]) -> list[Any]:
     return out
 
 
-def mark_applied(table: faust.Table, events: list[Any]) -> list[FutureMessage]:
+def mark_applied(table: faust.Table, events: list[Any]) -> None:
     """Record the batch's highest offset per partition (after its increments were written)."""
     top: dict[int, int] = {}
     for e in events:
         p, o = e.message.partition, e.message.offset
         if o > top.get(p, -1):
             top[p] = o
-    return [tables.put(table, p, f"{PREFIX}{p}", o) for p, o in top.items()]
+    for p, o in top.items():
+        tables.put(table, p, f"{PREFIX}{p}", o)

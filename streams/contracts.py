@@ -91,20 +91,13 @@ class RawHeaders(BaseModel):
     message_id: str | None = Field(
         default=None, description="Message id the gateway assigned (sandbox without one)."
     )
-    redrive: bool = Field(
-        default=False,
-        description="Produced again by the journal after the broker lost records: normalize "
-        "forwards its items again even when they were forwarded before (gateway/journal.py).",
-    )
 
     def to_kafka(self) -> list[tuple[str, bytes]]:
         """Encode as Kafka record headers."""
         out: list[tuple[str, bytes]] = []
-        for name, value in self.model_dump(mode="json", exclude={"redrive"}).items():
+        for name, value in self.model_dump(mode="json").items():
             if value is not None:
                 out.append((name, str(value).encode()))
-        if self.redrive:
-            out.append(("redrive", b"1"))
         return out
 
     @staticmethod

@@ -148,13 +148,6 @@ class StreamMetrics:
             ["reason"],
             registry=r,
         )
-        self.table_seeds = Counter(
-            "omnichat_table_seeded_entries_total",
-            "Table entries raised to what PostgreSQL holds after a table recovery "
-            "(streams/seed.py): non-zero when the changelogs had lost them.",
-            ["table"],
-            registry=r,
-        )
 
     def model(self, name: str) -> str:
         """The ``model`` label of an LLM call: priced, offline or allowed names, else ``other``

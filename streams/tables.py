@@ -11,21 +11,21 @@ from __future__ import annotations
 from typing import Any
 
 import faust
-from faust.types import FutureMessage
 
 from streams.partitions import workspace_partition
 
 
-def put(table: faust.Table, partition: int, key: str, value: Any) -> FutureMessage:
-    """Set ``key`` locally and record it on the changelog partition ``partition``; the
-    future resolves once the broker has the record."""
+def put(table: faust.Table, partition: int, key: str, value: Any) -> None:
+    """Set ``key`` locally and record it on the changelog partition ``partition``."""
     table.data[key] = value
-    return table.send_changelog(partition, key, value)
+    table.send_changelog(partition, key, value)
 
 
-def add(table: faust.Table, partition: int, key: str, amount: int) -> FutureMessage:
-    """Increment a counter (its new total on the changelog)."""
-    return put(table, partition, key, int(table.data.get(key, 0)) + amount)
+def add(table: faust.Table, partition: int, key: str, amount: int) -> int:
+    """Increment a counter; returns the new total."""
+    total = int(table.data.get(key, 0)) + amount
+    put(table, partition, key, total)
+    return total
 
 
 class WorkspaceCounters:

@@ -43,40 +43,13 @@ PIPELINE_TOPICS = (
 )
 
 
-# The consumed topics in the order the stages feed each other: a record on one level causes
-# records only on later levels (webhooks.raw → messages.normalized and .status → ... → send →
-# usage and audit). A drain or a journal prune walks them in this order (streams/progress.py).
-# messages.sent and deadletter have no consumer in the pipeline.
-PIPELINE_LEVELS: tuple[tuple[str, ...], ...] = (
-    (WEBHOOKS_RAW, DOCUMENTS_INGEST),
-    (MESSAGES_NORMALIZED, MESSAGES_STATUS),
-    (MESSAGES_RESOLVED,),
-    (MESSAGES_RETRIEVED,),
-    (MESSAGES_GENERATED,),
-    (MESSAGES_SEND,),
-    (USAGE_EVENTS, AUDIT_EVENTS),
-    (DEADLETTER,),  # every stage may dead-letter; the deadletters agent produces nothing
-)
-
-# One partition, one record: written by the journal when it finds the topic missing or empty,
-# so that a broker that lost its log (a restarted Tansu) is told apart from one that did not.
-EPOCH_TOPIC = "omnichat.epoch"
-
-
 def bootstrap_servers(broker_url: str) -> str:
     """``kafka://h1:p1,h2:p2`` (faust's form) → ``h1:p1,h2:p2`` (aiokafka's)."""
     return ",".join(part.split("://", 1)[-1] for part in broker_url.split(","))
 
 
-async def ensure_topics(
-    broker_url: str,
-    partitions: int,
-    timeout: float = 15.0,
-    *,
-    configs: dict[str, str] | None = None,
-) -> list[str]:
-    """Create the pipeline topics that do not exist yet, with ``configs`` (retention:
-    ``Settings.topic_configs``); return those created."""
+async def ensure_topics(broker_url: str, partitions: int, timeout: float = 15.0) -> list[str]:
+    """Create the pipeline topics that do not exist yet; return those created."""
     admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap_servers(broker_url))
     await asyncio.wait_for(admin.start(), timeout)
     try:
@@ -85,15 +58,7 @@ async def ensure_topics(
         if missing:
             try:
                 await admin.create_topics(
-                    [
-                        NewTopic(
-                            t,
-                            num_partitions=partitions,
-                            replication_factor=1,
-                            topic_configs=configs or {},
-                        )
-                        for t in missing
-                    ]
+                    [NewTopic(t, num_partitions=partitions, replication_factor=1) for t in missing]
                 )
             except KafkaError as exc:  # another process created them first
                 log.info("create_topics: %s", exc)

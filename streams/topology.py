@@ -33,11 +33,8 @@ class Topics:
     documents: faust.TopicT
 
 
-def declare_topics(
-    app: faust.App, partitions: int, configs: dict[str, str] | None = None
-) -> Topics:
-    """Declare every topic with raw keys and values (``configs``: retention, applied when
-    the worker is the one that creates a topic)."""
+def declare_topics(app: faust.App, partitions: int) -> Topics:
+    """Declare every topic with raw keys and values."""
 
     def t(name: str) -> faust.TopicT:
         return app.topic(
@@ -47,7 +44,6 @@ def declare_topics(
             key_serializer="raw",
             value_serializer="raw",
             partitions=partitions,
-            config=configs,
         )
 
     return Topics(

@@ -64,8 +64,6 @@ def register(
                 who = await authenticate(request, pool, keys)  # type: ignore[arg-type]
                 require_scope(who, "GET")
                 owner = owner_of(who.workspace_id)
-                if app.rebalancing:  # tables recovering, or not yet seeded (streams/seed.py)
-                    raise ApiError(503, "not_ready", "the workers are rebalancing; retry")
                 if owner == _ident(app.conf.canonical_url):
                     return web.json(_jsonable(await build(request, who.workspace_id)))
                 if owner is None or ROUTED in request.headers:

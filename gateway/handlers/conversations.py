@@ -1,11 +1,9 @@
 """Conversations and messages: /api/v1/conversations/. A human's reply goes to the send stage.
 
 A reply is stored first (``pending``), then produced to ``messages.send`` once the row is
-committed, so the send stage always finds the row it is asked to deliver. With the journal on
-(gateway/journal.py) the send request is journaled in the same transaction, so an accepted
-reply is sent even if the broker loses it. With the journal off, when the broker does not
-acknowledge, the row is marked ``failed`` (it would otherwise stay pending forever) and the
-caller gets 503 with Retry-After: retrying makes a new message, never a duplicate.
+committed, so the send stage always finds the row it is asked to deliver. When the broker
+does not acknowledge, the row is marked ``failed`` (it would otherwise stay pending forever)
+and the caller gets 503 with Retry-After: retrying makes a new message, never a duplicate.
 """
 
 from __future__ import annotations
@@ -20,7 +18,6 @@ from psycopg_pool import AsyncConnectionPool
 
 from gateway.bodies import pagination, path_uuid, query_uuid, read_model
 from gateway.errors import ApiError, not_found
-from gateway.outbox import Staged
 from gateway.producer import BrokerUnavailable
 from gateway.responses import listing, ok
 from gateway.schemas import ConversationPatch, MessageCreate
@@ -168,22 +165,24 @@ async def patch_conversation(request: web.Request) -> web.Response:
             object_id=conversation_id,
             details=changes,
         )
-        assert row is not None and before is not None
-        staged = None
-        if row["status"] != before["status"]:
-            staged = await _stage_transition(svc, conn, who.workspace_id, row)
-    if staged is not None:
-        await _count_transition(svc, staged, row["id"])
+    assert row is not None and before is not None
+    if row["status"] != before["status"]:
+        await _count_transition(svc, who.workspace_id, row, secrets.token_hex(16))
     return ok(conversation_view(row))  # type: ignore[arg-type]
 
 
-async def _stage_transition(svc: Any, conn: Any, workspace_id: UUID, row: dict[str, Any]) -> Staged:
-    """The stats' event (``usage.events``) for a conversation closed or reopened, staged in
-    the transaction of the change (journaled with it when the journal is on)."""
+async def _count_transition(
+    svc: Any, workspace_id: UUID, row: dict[str, Any], trace_id: str
+) -> None:
+    """Tell the stats (``usage.events``) that a conversation closed or reopened.
+
+    The change is committed already; if the broker does not take the event, the
+    open-conversations view is off by one until the next change (logged, not failed).
+    """
     kind = "conversations_closed" if row["status"] == "closed" else "conversations_opened"
     now = utcnow()
     event = UsageEvent(
-        trace_id=secrets.token_hex(16),
+        trace_id=trace_id,
         event_key=f"{kind}:{row['id']}:{now.isoformat()}",
         workspace_id=workspace_id,
         kind=kind,
@@ -192,22 +191,15 @@ async def _stage_transition(svc: Any, conn: Any, workspace_id: UUID, row: dict[s
         occurred_at=now,
         channel_id=row["channel_id"],
     )
-    return await svc.outbox.stage(
-        conn, USAGE_EVENTS, key=str(workspace_id).encode(), value=event.model_dump_json().encode()
-    )
-
-
-async def _count_transition(svc: Any, staged: Staged, conversation_id: UUID) -> None:
-    """Tell the stats that a conversation closed or reopened.
-
-    The change is committed already; with the journal off, if the broker does not take the
-    event, the open-conversations view is off by one until the next change (logged, not
-    failed).
-    """
     try:
-        await svc.outbox.publish(staged)
+        await svc.producer.send(
+            USAGE_EVENTS,
+            key=str(workspace_id).encode(),
+            value=event.model_dump_json().encode(),
+            headers=[],
+        )
     except BrokerUnavailable as exc:
-        log.warning("conversation %s transition not counted in the stats: %s", conversation_id, exc)
+        log.warning("conversation %s %s not counted in the stats: %s", row["id"], kind, exc)
 
 
 async def list_messages(request: web.Request) -> web.Response:
@@ -277,29 +269,27 @@ async def send_message(request: web.Request) -> web.Response:
             object_id=row["id"],
             details={"conversation_id": str(conversation_id), "author": "human"},
         )
-        request_ = SendRequest(
-            trace_id=trace_id,
-            workspace_id=who.workspace_id,
-            channel_id=conv["channel_id"],
-            provider=ProviderName(conv["channel_provider"]),
-            conversation_id=conversation_id,
-            contact_external_id=conv["contact_external_id"],
-            contact_phone=conv["contact_phone"],
-            outbound_id=row["id"],
-            author="human",
-            text=body.text,
-            received_at=None,
-        )
-        # With the journal on, the request is journaled with the row: both or neither.
-        staged = await svc.outbox.stage(
-            conn,
+    request_ = SendRequest(
+        trace_id=trace_id,
+        workspace_id=who.workspace_id,
+        channel_id=conv["channel_id"],
+        provider=ProviderName(conv["channel_provider"]),
+        conversation_id=conversation_id,
+        contact_external_id=conv["contact_external_id"],
+        contact_phone=conv["contact_phone"],
+        outbound_id=row["id"],
+        author="human",
+        text=body.text,
+        received_at=None,
+    )
+    try:
+        took = await svc.producer.send(
             MESSAGES_SEND,
             key=request_.key.encode(),
             value=request_.model_dump_json().encode(),
+            headers=[],
         )
-    try:
-        took = await svc.outbox.publish(staged)
-    except BrokerUnavailable as exc:  # the journal off only: a journaled reply is durable
+    except BrokerUnavailable as exc:
         svc.metrics.broker_unavailable.inc()
         await _mark_unsent(svc.pool, who.workspace_id, row["id"], str(exc))
         raise ApiError(

@@ -245,23 +245,21 @@ async def add_document(request: web.Request) -> web.Response:
                 object_id=row["id"],
                 details={"filename": filename},
             )
-            event = DocumentIngest(
-                trace_id=digest[:32],
-                workspace_id=who.workspace_id,
-                knowledge_base_id=kb["id"],
-                document_id=row["id"],
-            )
-            # Journaled with the row when the journal is on (gateway/journal.py).
-            staged = await svc.outbox.stage(
-                conn,
-                DOCUMENTS_INGEST,
-                key=str(row["id"]).encode(),
-                value=event.model_dump_json().encode(),
-            )
     if not created:
         return ok({**doc_view(row), "duplicate": True}, 200)
+    event = DocumentIngest(
+        trace_id=digest[:32],
+        workspace_id=who.workspace_id,
+        knowledge_base_id=kb["id"],
+        document_id=row["id"],
+    )
     try:
-        await svc.outbox.publish(staged)
+        await svc.producer.send(
+            DOCUMENTS_INGEST,
+            key=str(row["id"]).encode(),
+            value=event.model_dump_json().encode(),
+            headers=[],
+        )
     except BrokerUnavailable:
         pass  # stored as pending: the worker's sweep queues documents left waiting
     return ok({"id": row["id"], "status": "pending", "title": row["title"]}, 202)

@@ -3,11 +3,11 @@
 Every provider route follows the same path: body within the limit → channel
 known (404) → signature or token (401, audited) → channel and workspace active
 (403) → JSON every stage can store (400: no NUL, no lone surrogate, not too deep;
-checked after the signature, on the bytes as received, never altered) → credentials
-removed → item keys → Redis fast path (a repeat answers ``idempotent: true`` and
-produces nothing) → produce with ``acks=all`` and wait, or with the journal on, commit
-to the journal (503 + Retry-After when neither happens in time) → mark the keys → 200.
-Nothing is answered 200 before the raw body is durable.
+checked after the signature, on the bytes as received, never altered) → item keys
+→ Redis fast path (a repeat answers ``idempotent: true`` and produces nothing) →
+produce with ``acks=all`` and wait (503 + Retry-After when the broker does not ack
+in time) → mark the keys → 200. Nothing is answered 200 before the broker holds
+the raw body.
 """
 
 from __future__ import annotations
@@ -30,7 +30,7 @@ from agents_pipeline.providers.redaction import redact_webhook
 from gateway.bodies import parse_json, path_uuid, read_raw, validate
 from gateway.channel_cache import ChannelInfo
 from gateway.errors import ApiError
-from gateway.producer import NotDurable
+from gateway.producer import BrokerUnavailable
 from gateway.responses import ok
 from gateway.schemas import InboxWebhook, SandboxWebhook
 from gateway.services import Services, caller, services
@@ -115,16 +115,16 @@ async def _accept(
         envelope=envelope,
         message_id=message_id,
     )
-    try:  # the broker's ack, or the journal's commit (gateway/journal.py)
-        took = await svc.outbox.send(
+    try:
+        took = await svc.producer.send(
             WEBHOOKS_RAW, key=info.id_str.encode(), value=raw, headers=headers
         )
-    except NotDurable as exc:
+    except BrokerUnavailable as exc:
         svc.metrics.broker_unavailable.inc()
         retry = str(svc.settings.retry_after_seconds)
         raise ApiError(
             503,
-            exc.code,
+            "broker_unavailable",
             "the webhook could not be made durable; retry",
             headers={"Retry-After": retry},
         ) from exc

@@ -5,14 +5,12 @@
 It starts everything it needs (a fresh Tansu broker per gateway round, PostgreSQL
 in a temp dir, Redis, the gateway as ``python -m omnichat.cli gateway``, and
 ``ops/bench/bare_handler.py``), creates a workspace and a ``whatsapp_cloud``
-channel through the API, and drives the servers with wrk and the same Lua
-script over precomputed signed bodies, each message id sent once. The gateway runs
-in both postures (``--journal off,on``): answering after the broker's ack, and
-answering after the journal's group commit (gateway/journal.py). After every
-gateway round it reads ``webhooks.raw`` back (and, journal on, the journal) and
-checks that each acknowledged request is there. It prints medians of ``--runs``
-rounds; ops/bench/README.md says what each column means. Everything it started is
-stopped on exit, Ctrl-C included.
+channel through the API, and drives both servers with wrk and the same Lua
+script over precomputed signed bodies, each message id sent once. After every
+gateway round it reads ``webhooks.raw`` back and checks that each acknowledged
+request is there. It prints medians of ``--runs`` rounds; ops/bench/README.md
+says what each column means. Everything it started is stopped on exit, Ctrl-C
+included.
 """
 
 from __future__ import annotations
@@ -49,10 +47,9 @@ WAMID_PLACEHOLDER = "@@WAMID@@"
 RATE_CAP = 20_000  # bodies per second per process: above what the bare handler serves here
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 
-# Targets of the issues (2-core machine, 32 connections): the gateway answering after the
-# broker's ack, and after the journal's commit (issue 14).
-TARGET_RATIO = {"off": 0.4, "on": 0.35}
-AIM_RATIO = {"off": 0.5, "on": 0.45}
+# Targets of the issue (2-core machine, 32 connections).
+TARGET_RATIO = 0.4
+AIM_RATIO = 0.5
 TARGET_P99_MS = 20.0
 
 
@@ -296,10 +293,9 @@ def run_wrk(
     duration: float,
     acks: Path | None,
     log: Path,
-    watch: dict[str, list[int] | Callable[[], list[int]]] | None = None,
+    watch: dict[str, list[int]] | None = None,
 ) -> WrkResult:
-    """Drive one wrk run; ``watch`` names the pids whose CPU share to report (a callable is
-    asked for them now: PostgreSQL forks a backend per new connection)."""
+    """Drive one wrk run; ``watch`` names the pids whose CPU share to report."""
     cmd = [
         wrk,
         f"-t{threads}",
@@ -315,7 +311,7 @@ def run_wrk(
         str(threads),
         str(acks) if acks else "",
     ]
-    watch = {role: pids() if callable(pids) else pids for role, pids in (watch or {}).items()}
+    watch = watch or {}
     before = {role: sum(cpu_seconds(p) for p in pids) for role, pids in watch.items()}
     busy_before = busy_seconds()
     children_before = resource.getrusage(resource.RUSAGE_CHILDREN)
@@ -389,8 +385,6 @@ class TopicCheck:
     on_topic: int  # distinct message ids of the run found on the topic
     missing: int  # acknowledged trace ids absent from the topic (exact)
     records: int  # records on the topic in all (warm-up and unanswered included)
-    journal_missing: int | None = None  # acknowledged trace ids absent from the journal
-    journal_records: int | None = None  # records the journal held when the gateway stopped
 
 
 async def read_topic(broker_url: str, topic: str) -> list[tuple[bytes, dict[str, bytes]]]:
@@ -434,14 +428,6 @@ async def read_topic(broker_url: str, topic: str) -> list[tuple[bytes, dict[str,
         await consumer.stop()
 
 
-def acked_traces(acks: Path) -> set[str]:
-    """The trace ids of the fresh 200 answers, as wrk_signed.lua wrote them."""
-    acked: set[str] = set()
-    for part in acks.parent.glob(acks.name + ".*"):
-        acked.update(line for line in part.read_text().splitlines() if line)
-    return acked
-
-
 def check_topic(broker_url: str, tag: str, result: WrkResult, acks: Path) -> TopicCheck:
     """Compare the run's acknowledged answers with what webhooks.raw holds."""
     from streams.topics import WEBHOOKS_RAW
@@ -456,7 +442,9 @@ def check_topic(broker_url: str, tag: str, result: WrkResult, acks: Path) -> Top
         mid = json.loads(value)["entry"][0]["changes"][0]["value"]["messages"][0]["id"]
         if tag in mid:
             wamids.add(mid)
-    acked = acked_traces(acks)
+    acked: set[str] = set()
+    for part in acks.parent.glob(acks.name + ".*"):
+        acked.update(line for line in part.read_text().splitlines() if line)
     return TopicCheck(
         acknowledged=result.ok,
         acked_traces=len(acked),
@@ -464,51 +452,6 @@ def check_topic(broker_url: str, tag: str, result: WrkResult, acks: Path) -> Top
         missing=len(acked - traces),
         records=len(records),
     )
-
-
-async def journal_traces(database_url: str) -> list[str]:
-    """The trace id of every record in the journal (the gateway's lanes: no worker ran)."""
-    import psycopg
-
-    from storage.journal import decode_headers
-
-    async with await psycopg.AsyncConnection.connect(database_url) as conn:
-        cur = await conn.execute("SELECT headers FROM journal")
-        rows = await cur.fetchall()
-    out = []
-    for (raw,) in rows:
-        headers = dict(decode_headers(bytes(raw) if raw is not None else None))
-        if "trace_id" in headers:
-            out.append(headers["trace_id"].decode())
-    return out
-
-
-async def empty_journal(database_url: str) -> None:
-    """Start a journal round from an empty table: a new gateway would take over (and
-    produce again) whatever the previous round's gateway left, during the measured run."""
-    import psycopg
-
-    async with await psycopg.AsyncConnection.connect(database_url, autocommit=True) as conn:
-        await conn.execute("DELETE FROM journal")
-
-
-def journal_stats(base: str) -> dict[str, float]:
-    """The gateway's group-commit figures from its /metrics (before it stops)."""
-    import urllib.request
-
-    with urllib.request.urlopen(base + "/metrics", timeout=5) as resp:
-        text = resp.read().decode()
-    out: dict[str, float] = {}
-    for line in text.splitlines():
-        if line.startswith("omnichat_journal_commit_") and not line.startswith(
-            (
-                "omnichat_journal_commit_duration_seconds_bucket",
-                "omnichat_journal_commit_records_bucket",
-            )
-        ):
-            name, value = line.rsplit(" ", 1)
-            out[name] = float(value)
-    return out
 
 
 # --- the stack ---------------------------------------------------------------------------
@@ -529,9 +472,8 @@ class Bench:
     app_secret: str = field(default_factory=lambda: secrets.token_hex(16))
     channel_id: str | None = None
 
-    def gateway_env(self, broker_url: str, port: int, journal: str) -> dict[str, str]:
-        """The gateway's environment: ours only (no OMNICHAT_* of the caller's shell). No
-        worker runs, so the gateway must not wait for the pipeline when it stops."""
+    def gateway_env(self, broker_url: str, port: int) -> dict[str, str]:
+        """The gateway's environment: ours only (no OMNICHAT_* of the caller's shell)."""
         env = {k: v for k, v in os.environ.items() if not k.startswith("OMNICHAT_")}
         env.update(
             OMNICHAT_BROKER_URL=broker_url,
@@ -543,28 +485,24 @@ class Bench:
             OMNICHAT_GATEWAY_PORT=str(port),
             OMNICHAT_DATA_DIR=str(self.tmp / "data"),
             OMNICHAT_LOG_LEVEL="WARNING",
-            OMNICHAT_JOURNAL=journal,
-            OMNICHAT_DRAIN_TIMEOUT_SECONDS="0",
         )
         return env
 
 
 @contextlib.contextmanager
-def gateway_round(
-    bench: Bench, n: int, journal: str
-) -> Iterator[tuple[str, list[subprocess.Popen], Any]]:
+def gateway_round(bench: Bench, n: int) -> Iterator[tuple[str, list[subprocess.Popen], Any]]:
     """A fresh broker (Tansu slows as its memory log grows) and fresh gateway processes."""
     from omnichat.embedded import EmbeddedBroker, free_port
 
-    broker = EmbeddedBroker(log_path=bench.tmp / f"broker-{n}-{journal}.log").start()
+    broker = EmbeddedBroker(log_path=bench.tmp / f"broker-{n}.log").start()
     _CLEANUPS.append(broker.stop)
     port = free_port()
-    env = bench.gateway_env(broker.url, port, journal)
+    env = bench.gateway_env(broker.url, port)
     cmd = [sys.executable, "-m", "omnichat.cli", "gateway"]
     if bench.args.processes > 1:
         cmd.append("--reuse-port")
     procs = [
-        spawn(cmd, log=bench.tmp / f"gateway-{n}-{journal}-{i}.log", env=env)
+        spawn(cmd, log=bench.tmp / f"gateway-{n}-{i}.log", env=env)
         for i in range(bench.args.processes)
     ]
     try:
@@ -618,7 +556,6 @@ class Round:
 
     result: WrkResult
     check: TopicCheck | None = None
-    journal: dict[str, float] = field(default_factory=dict)  # group-commit figures
 
 
 def measure(
@@ -628,7 +565,7 @@ def measure(
     *,
     name: str,
     acks: Path | None,
-    watch: dict[str, list[int] | Callable[[], list[int]]],
+    watch: dict[str, list[int]],
     profile: tuple[int, Path] | None = None,
 ) -> WrkResult:
     """A short warm-up (its own bodies), then the measured run (under py-spy: ``profile``)."""
@@ -679,12 +616,10 @@ def bare_round(bench: Bench, n: int, url: str, pids: list[int], body_file: Path)
     return Round(result)
 
 
-def ours_round(bench: Bench, n: int, journal: str, profile: Path | None = None) -> Round:
-    """The gateway on a fresh broker, then webhooks.raw (and the journal) read back."""
+def ours_round(bench: Bench, n: int, profile: Path | None = None) -> Round:
+    """The gateway on a fresh broker, then webhooks.raw read back and compared."""
     a = bench.args
-    if journal == "on":
-        asyncio.run(empty_journal(bench.database_url))
-    with gateway_round(bench, n, journal) as (base, procs, broker):
+    with gateway_round(bench, n) as (base, procs, broker):
         if bench.channel_id is None:
             bench.channel_id = asyncio.run(create_channel(base, bench))
         url = base + WEBHOOK_PATH.format(channel_id=bench.channel_id)
@@ -697,49 +632,21 @@ def ours_round(bench: Bench, n: int, journal: str, profile: Path | None = None) 
             write_bodies(path, bench.app_secret, f"{run_tag}{kind}", count)
             return path
 
-        acks = bench.tmp / f"acks-{n}-{journal}"
-        watch: dict[str, list[int] | Callable[[], list[int]]] = {
+        acks = bench.tmp / f"acks-{n}"
+        watch = {
             "server": [p.pid for p in procs],
             "broker": [broker.pid] if broker.pid else [],
             "redis": [bench.redis_pid],
         }
-        if journal == "on":
-            watch["postgres"] = lambda: postgres_pids(bench.database_url)
         spy = (procs[0].pid, profile) if profile else None
-        name = f"ours-{journal}-{n}"
-        result = measure(bench, url, bodies, name=name, acks=acks, watch=watch, profile=spy)
-        stats = journal_stats(base) if journal == "on" and a.processes == 1 else {}
+        result = measure(bench, url, bodies, name=f"ours-{n}", acks=acks, watch=watch, profile=spy)
         for p in procs:  # all answered requests are produced: stop before counting
             stop(p)
         check = check_topic(broker.url, f"{run_tag}m", result, acks)
-        if journal == "on":
-            stored = asyncio.run(journal_traces(bench.database_url))
-            check.journal_records = len(stored)
-            check.journal_missing = len(acked_traces(acks) - set(stored))
         broker.stop()
         for f in bench.tmp.glob(f"bodies-ours-{n}-*"):
             f.unlink()
-    return Round(result, check, stats)
-
-
-def postgres_pids(database_url: str) -> list[int]:
-    """The PostgreSQL server's processes (the journal's commits are its work)."""
-    import psycopg
-
-    with psycopg.connect(database_url) as conn:
-        row = conn.execute(
-            "SELECT setting FROM pg_settings WHERE name = 'data_directory'"
-        ).fetchone()
-    pid_file = Path(row[0]) / "postmaster.pid"
-    main = int(pid_file.read_text().splitlines()[0])
-    found = [main]
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            with contextlib.suppress(OSError, ValueError, IndexError):
-                stat = (entry / "stat").read_text()
-                if int(stat.rsplit(")", 1)[1].split()[1]) == main:
-                    found.append(int(entry.name))
-    return found
+    return Round(result, check)
 
 
 # --- report ------------------------------------------------------------------------------
@@ -771,116 +678,68 @@ def _table(cols: tuple[str, ...], rows: list[tuple[str, ...]]) -> None:
     print(rule)
 
 
-LABELS = {"bare": "bare handler", "off": "gateway, journal off", "on": "gateway, journal on"}
-
-
-def report(rounds: dict[str, list[Round]], args: argparse.Namespace) -> bool:
-    """Print every run, then the medians table, the journal's cost and the targets; True when
-    correct (no errors, nothing acknowledged missing)."""
+def report(bare: list[Round], ours: list[Round], args: argparse.Namespace) -> bool:
+    """Print every run, then the medians table and the targets; True when correct."""
     print()
     print("runs (each after its own warm-up; cpu: % of one core during the run)")
-    for key, rds in rounds.items():
-        for i, rd in enumerate(rds, 1):
+    for label, rounds in (("bare", bare), ("ours", ours)):
+        for i, rd in enumerate(rounds, 1):
             r, c = rd.result, rd.check
             cpu = " ".join(f"{k}={v:.0f}" for k, v in r.cpu.items() if v or k == "server")
             topic = f" on-topic={c.on_topic} missing={c.missing}" if c else ""
-            if c and c.journal_missing is not None:
-                topic += f" journal={c.journal_records} journal-missing={c.journal_missing}"
             print(
-                f"  {key:>4} {i}: {r.rps:7.0f} req/s  p50 {r.p50_ms:5.2f} ms  p99 {r.p99_ms:6.2f}"
-                f" ms  {r.cpu_us:5.0f} us cpu/req  errors={r.errors} acked={r.ok}{topic}  {cpu}"
+                f"  {label} {i}: {r.rps:7.0f} req/s  p50 {r.p50_ms:5.2f} ms  p99 {r.p99_ms:6.2f} ms"
+                f"  {r.cpu_us:5.0f} us cpu/req  errors={r.errors} acked={r.ok}{topic}  {cpu}"
             )
-    rps = {key: _med([rd.result.rps for rd in rds]) for key, rds in rounds.items()}
+    b_rps = _med([rd.result.rps for rd in bare])
+    o_rps = _med([rd.result.rps for rd in ours])
+    ratio = o_rps / b_rps if b_rps else float("nan")
     rows = []
-    for key, rds in rounds.items():
-        checks = [rd.check for rd in rds if rd.check]
-        journal = [c.journal_missing for c in checks if c.journal_missing is not None]
+    for label, rounds in (("bare handler", bare), ("omnichat gateway", ours)):
+        checks = [rd.check for rd in rounds if rd.check]
         rows.append(
             (
-                LABELS[key],
-                f"{rps[key]:.0f}",
-                f"{rps[key] / rps['bare']:.3f}" if key != "bare" else "1",
-                f"{_med([rd.result.p50_ms for rd in rds]):.2f}",
-                f"{_med([rd.result.p99_ms for rd in rds]):.2f}",
-                f"{_med([rd.result.cpu_us for rd in rds]):.0f}",
-                str(sum(rd.result.errors for rd in rds)),
-                str(sum(rd.result.ok for rd in rds)),
+                label,
+                f"{_med([rd.result.rps for rd in rounds]):.0f}",
+                f"{_med([rd.result.p50_ms for rd in rounds]):.2f}",
+                f"{_med([rd.result.p99_ms for rd in rounds]):.2f}",
+                f"{_med([rd.result.cpu_us for rd in rounds]):.0f}",
+                str(sum(rd.result.errors for rd in rounds)),
+                str(sum(rd.result.ok for rd in rounds)),
+                str(sum(c.on_topic for c in checks)) if checks else "-",
                 str(sum(c.missing for c in checks)) if checks else "-",
-                str(sum(journal)) if journal else "-",
             )
         )
-    n = len(rounds["bare"])
     print()
     print(
-        f"medians of {n} runs: {args.connections} connections, {args.threads} wrk "
+        f"medians of {len(ours)} runs: {args.connections} connections, {args.threads} wrk "
         f"threads, {args.duration:g} s each, {args.processes} server process(es), "
-        f"{body_size()}-byte bodies; errors, acked, missing: totals"
+        f"{body_size()}-byte bodies; errors, acked, on-topic, missing: totals"
     )
-    cols = (
-        "",
-        "req/s",
-        "ratio",
-        "p50 ms",
-        "p99 ms",
-        "cpu us/req",
-        "errors",
-        "acked",
-        "missing on topic",
-        "missing in journal",
-    )
+    cols = ("", "req/s", "p50 ms", "p99 ms", "cpu us/req", "errors", "acked", "on-topic", "missing")
     _table(cols, rows)
-    if "on" in rounds and "off" in rounds:
-        cpu_on = _med([rd.result.cpu_us for rd in rounds["on"]])
-        cpu_off = _med([rd.result.cpu_us for rd in rounds["off"]])
-        pg = _med([rd.result.cpu.get("postgres", 0.0) for rd in rounds["on"]])
-        print(
-            f"the journal's cost: {rps['on'] / rps['off']:.3f} of the req/s without it; "
-            f"gateway cpu {cpu_on - cpu_off:+.0f} us/req; PostgreSQL {pg:.0f}% of a core"
-        )
-    stats = [rd.journal for rd in rounds.get("on", []) if rd.journal]
-    if stats:
-        commits = sum(j.get("omnichat_journal_commit_records_count", 0) for j in stats)
-        records = sum(j.get("omnichat_journal_commit_records_sum", 0) for j in stats)
-        seconds = sum(j.get("omnichat_journal_commit_duration_seconds_sum", 0) for j in stats)
-        if commits:
-            print(
-                f"group commits: {records / commits:.1f} webhooks per commit, "
-                f"{1000 * seconds / commits:.2f} ms per commit (mean, warm-ups included)"
-            )
-    correct = True
-    for key in (k for k in ("off", "on") if k in rounds):
-        rds = rounds[key]
-        ratio = rps[key] / rps["bare"]
-        p99 = _med([rd.result.p99_ms for rd in rds])
-        errors = sum(rd.result.errors for rd in rds)
-        missing = sum(rd.check.missing for rd in rds if rd.check)
-        journal_missing = sum(rd.check.journal_missing or 0 for rd in rds if rd.check)
-        lost_traces = sum(rd.result.ok - rd.check.acked_traces for rd in rds if rd.check)
-        short = sum(max(0, rd.result.ok - rd.check.on_topic) for rd in rds if rd.check)
-        print(f"{LABELS[key]}: ratio to bare (median req/s) {ratio:.3f}")
-        verdict = [
-            (
-                f"ratio >= {TARGET_RATIO[key]} (aim {AIM_RATIO[key]})",
-                ratio >= TARGET_RATIO[key],
-                f"{ratio:.3f}",
-            ),
-            (f"p99 < {TARGET_P99_MS:g} ms", p99 < TARGET_P99_MS, f"{p99:.2f} ms"),
-            ("zero errors", errors == 0, str(errors)),
-            (
-                "zero acknowledged-but-missing",
-                missing == 0 and short == 0 and journal_missing == 0,
-                f"{missing} by trace id, {short} by acked - on-topic"
-                + (f", {journal_missing} not in the journal" if key == "on" else ""),
-            ),
-        ]
-        for what, passed, value in verdict:
-            print(f"  {'PASS' if passed else 'MISS'}  {what}: {value}")
-        if lost_traces:
-            print(f"  note: {lost_traces} acknowledged answers had no trace_id written by the Lua")
-        correct = correct and errors == 0 and missing == short == journal_missing == 0
-        correct = correct and lost_traces == 0
-    wrapped = sum(rd.result.wrapped for rds in rounds.values() for rd in rds)
-    other = _med([rd.result.cpu.get("other", 0.0) for rds in rounds.values() for rd in rds])
+    o_p99 = _med([rd.result.p99_ms for rd in ours])
+    errors = sum(rd.result.errors for rd in ours)
+    missing = sum(rd.check.missing for rd in ours if rd.check)
+    lost_traces = sum(rd.result.ok - rd.check.acked_traces for rd in ours if rd.check)
+    short = sum(max(0, rd.result.ok - rd.check.on_topic) for rd in ours if rd.check)
+    wrapped = sum(rd.result.wrapped for rd in ours)
+    other = _med([rd.result.cpu.get("other", 0.0) for rd in bare + ours])
+    print(f"ratio ours/bare (median req/s): {ratio:.3f}")
+    verdict = [
+        (f"ratio >= {TARGET_RATIO} (aim {AIM_RATIO})", ratio >= TARGET_RATIO, f"{ratio:.3f}"),
+        (f"p99 < {TARGET_P99_MS:g} ms", o_p99 < TARGET_P99_MS, f"{o_p99:.2f} ms"),
+        ("zero errors", errors == 0, str(errors)),
+        (
+            "zero acknowledged-but-missing",
+            missing == 0 and short == 0,
+            f"{missing} by trace id, {short} by acked - on-topic",
+        ),
+    ]
+    for what, passed, value in verdict:
+        print(f"  {'PASS' if passed else 'MISS'}  {what}: {value}")
+    if lost_traces:
+        print(f"  note: {lost_traces} acknowledged answers had no trace_id written by the Lua")
     if wrapped:
         print(f"  warning: the body file ran out {wrapped} times (raise RATE_CAP)")
     if other > 30:
@@ -888,7 +747,7 @@ def report(rounds: dict[str, list[Round]], args: argparse.Namespace) -> bool:
             f"  warning: other jobs used a median {other:.0f}% of a core during the runs: "
             "req/s is noisy; cpu us/req is steadier"
         )
-    return correct
+    return errors == 0 and missing == 0 and short == 0 and lost_traces == 0
 
 
 # --- main --------------------------------------------------------------------------------
@@ -912,19 +771,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "py-spy record; collapsed stacks go to FILE (py-spy: pip install py-spy)",
     )
     p.add_argument(
-        "--journal",
-        default="off,on",
-        help="gateway postures, in turn in each round: off (answer after the broker's ack),\n"
-        "on (after the journal's group commit), or both (default off,on)",
-    )
-    p.add_argument(
         "--strict", action="store_true", help="exit 1 when a performance target is missed too"
     )
-    args = p.parse_args(argv)
-    args.postures = [x.strip() for x in args.journal.split(",") if x.strip()]
-    if not args.postures or not set(args.postures) <= {"off", "on"}:
-        p.error("--journal takes off, on or off,on")
-    return args
+    return p.parse_args(argv)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -972,30 +821,25 @@ def main(argv: list[str] | None = None) -> int:
         )
         bare_bodies = tmp / "bodies-bare.txt"
         write_bodies(bare_bodies, bench.app_secret, "bare0000", 50_000)
-        rounds: dict[str, list[Round]] = {"bare": [], **{j: [] for j in args.postures}}
-        for n in range(1, args.runs + 1):  # interleaved, so drift hits all alike
+        bare: list[Round] = []
+        ours: list[Round] = []
+        for n in range(1, args.runs + 1):  # interleaved, so drift hits both alike
             print(f"round {n}/{args.runs}: bare handler ...", flush=True)
-            rounds["bare"].append(
-                bare_round(bench, n, bare_url, [p.pid for p in bare_procs], bare_bodies)
-            )
-            for journal in args.postures:
-                print(f"round {n}/{args.runs}: gateway, journal {journal} ...", flush=True)
-                rounds[journal].append(ours_round(bench, n, journal))
-        correct = report(rounds, args)
+            bare.append(bare_round(bench, n, bare_url, [p.pid for p in bare_procs], bare_bodies))
+            print(f"round {n}/{args.runs}: gateway ...", flush=True)
+            ours.append(ours_round(bench, n))
+        correct = report(bare, ours, args)
         if args.profile:
-            journal = args.postures[-1]
-            print(f"profiling round: gateway (journal {journal}) -> {args.profile}", flush=True)
-            prof = ours_round(bench, args.runs + 1, journal, profile=args.profile)
+            print(f"profiling round: gateway under py-spy -> {args.profile}", flush=True)
+            prof = ours_round(bench, args.runs + 1, profile=args.profile)
             print(f"  (under py-spy: {prof.result.rps:.0f} req/s, p99 {prof.result.p99_ms:.2f} ms)")
+        ratio = _med([r.result.rps for r in ours]) / _med([r.result.rps for r in bare])
+        p99 = _med([r.result.p99_ms for r in ours])
         print(f"took {time.monotonic() - started:.0f}s")
         if not correct:
             return 1
-        bare_rps = _med([r.result.rps for r in rounds["bare"]])
-        for journal in args.postures:
-            ratio = _med([r.result.rps for r in rounds[journal]]) / bare_rps
-            p99 = _med([r.result.p99_ms for r in rounds[journal]])
-            if args.strict and (ratio < TARGET_RATIO[journal] or p99 >= TARGET_P99_MS):
-                return 1
+        if args.strict and (ratio < TARGET_RATIO or p99 >= TARGET_P99_MS):
+            return 1
         return 0
     except KeyboardInterrupt:
         print("\ninterrupted: stopping everything", file=sys.stderr)

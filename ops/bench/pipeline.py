@@ -37,7 +37,6 @@ from omnichat.embedded import (  # noqa: E402
     EmbeddedBroker,
     EmbeddedPostgres,
     EmbeddedRedis,
-    die_with_parent,
     free_port,
 )
 from storage.migrate import migrate  # noqa: E402
@@ -57,7 +56,6 @@ class Stack:
         self.redis = EmbeddedRedis(tmp / "redis")
         self.port = free_port()
         self.procs: list[subprocess.Popen] = []
-        self.env: dict[str, str] = {}
 
     def start(self) -> None:
         """Servers, migrations, gateway and one worker."""
@@ -65,7 +63,7 @@ class Stack:
         self.pg.start()
         self.redis.start()
         asyncio.run(migrate(self.pg.url))
-        self.env = dict(
+        env = dict(
             os.environ,
             OMNICHAT_BROKER_URL=self.broker.url,
             OMNICHAT_DATABASE_URL=self.pg.url,
@@ -79,20 +77,17 @@ class Stack:
             OMNICHAT_FETCH_MAX_WAIT_MS=str(self.fetch_wait_ms),
         )
         for env_key in ("OMNICHAT_LLM_BASE_URL", "OMNICHAT_LLM_API_KEY"):
-            self.env.pop(env_key, None)
+            env.pop(env_key, None)
         for part in ("gateway", "worker"):
-            self.procs.append(self.spawn(part))
-
-    def spawn(self, part: str) -> subprocess.Popen:
-        """``omnichat <part>`` with the stack's environment, its output in ``<part>.log``."""
-        with open(self.tmp / f"{part}.log", "ab") as log:
-            return subprocess.Popen(
-                [sys.executable, "-m", "omnichat.cli", part],
-                env=self.env,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                cwd=REPO,
-                preexec_fn=die_with_parent,  # a killed benchmark leaves no process behind
+            log = open(self.tmp / f"{part}.log", "wb")
+            self.procs.append(
+                subprocess.Popen(
+                    [sys.executable, "-m", "omnichat.cli", part],
+                    env=env,
+                    stdout=log,
+                    stderr=subprocess.STDOUT,
+                    cwd=REPO,
+                )
             )
 
     def stop(self) -> None:
@@ -154,12 +149,8 @@ async def send_all(
     *,
     rate: float | None,
     concurrency: int = 32,
-    retries: int = 0,
 ) -> int:
-    """POST the bodies, at a fixed rate or as fast as ``concurrency`` allows; errors counted.
-
-    ``retries``: a 503 is sent again (a second later) up to this many times, as a provider
-    retries a webhook the gateway could not take."""
+    """POST the bodies, at a fixed rate or as fast as ``concurrency`` allows; errors counted."""
     errors = 0
     queue: asyncio.Queue[dict] = asyncio.Queue()
     for b in bodies:
@@ -167,15 +158,10 @@ async def send_all(
 
     async def post(body: dict) -> None:
         nonlocal errors
-        for attempt in range(retries + 1):
-            async with http.post(url, headers=headers, json=body) as r:
-                await r.read()
-                if r.status == 200:
-                    return
-                if r.status != 503 or attempt == retries:
-                    errors += 1
-                    return
-            await asyncio.sleep(1.0)
+        async with http.post(url, headers=headers, json=body) as r:
+            if r.status != 200:
+                errors += 1
+            await r.read()
 
     if rate is None:
 

@@ -418,7 +418,7 @@ def register(
         """Produce the deferred sends that are due to messages.send again, each
         conversation's in order (the stage then sends, or defers them again)."""
         try:
-            due = await requeue_due(await res.pool(), lease=send_policy.lease)
+            due = await requeue_due(await res.pool())
             futures = [await produce.send(app, t.send, encode(r), r.key.encode()) for r in due]
             for fut in futures:
                 await fut

@@ -5,16 +5,10 @@ As in every stage, a record that cannot be read, or that PostgreSQL refuses, is
 dead-lettered alone: the audit agent is a ``stage_agent`` (a failing batch is written
 one event at a time), and the usage agent writes its rows one by one when the batch's
 write fails.
-
-Both tables are copied to PostgreSQL (``usage_records``, ``workspace_stats``) after
-their changelog records are acknowledged, so the copy is never ahead of the
-changelog; a worker whose changelogs are gone seeds the tables from it
-(streams/seed.py).
 """
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import time
 from collections import defaultdict
@@ -26,7 +20,7 @@ import faust
 from pydantic import ValidationError
 
 from agents_pipeline import stats
-from storage import audit, table_state, usage
+from storage import audit, usage
 from storage.db import Conn
 from streams import applied, tables
 from streams.agents.stage import Out, send_outs, stage_agent
@@ -91,16 +85,12 @@ def register(app: OmnichatApp, counters: faust.Table, stats_table: faust.Table) 
                 key = f"{ev.workspace_id}:{ev.day.isoformat()}:{ev.kind}"
                 increments[(e.message.partition, key)] += ev.amount
                 days.add((ev.workspace_id, ev.day))
-            logged = [
+            for (partition, key), amount in increments.items():
                 tables.add(counters, partition, key, amount)
-                for (partition, key), amount in increments.items()
-            ]
-            logged += [
+            for ws, (partition, doc) in folded.items():
                 tables.put(stats_table, partition, ws, doc)
-                for ws, (partition, doc) in folded.items()
-            ]
-            logged += applied.mark_applied(counters, new_counts)
-            logged += applied.mark_applied(stats_table, [e for e in events if id(e) in new_stats])
+            applied.mark_applied(counters, new_counts)
+            applied.mark_applied(stats_table, [e for e in events if id(e) in new_stats])
             touched = {
                 (ws, day): {
                     kind: int(counters.data.get(f"{ws}:{day.isoformat()}:{kind}", 0))
@@ -109,22 +99,10 @@ def register(app: OmnichatApp, counters: faust.Table, stats_table: faust.Table) 
                 for ws, day in days
             }
             rows = [(ws, day, counts) for (ws, day), counts in touched.items()]
-            docs = [(UUID(ws), doc, stats.folded(doc)) for ws, (_, doc) in folded.items()]
-            # The changelog first: the copy in PostgreSQL must never hold what the changelog
-            # could still lose, or a worker seeding from it (streams/seed.py) and then
-            # replaying the batch would count it twice.
-            await asyncio.gather(*logged)
             dead += await write_usage(rows)
-            await with_retry("usage", lambda docs=docs: write_stats(docs))
             await send_outs(app, "usage", dead)
             m.events_in.labels("usage").inc(len(events))
             m.stage_latency.labels("usage").observe(time.perf_counter() - started)
-
-    async def write_stats(docs: list) -> None:
-        """The workspaces' stats documents, copied for seeding (streams/seed.py)."""
-        pool = await app.resources.pool()
-        async with pool.connection() as conn:
-            await table_state.set_stats(conn, docs)
 
     async def write_usage(rows: list[UsageRow]) -> list[Out]:
         """Write the rows in one go; if PostgreSQL refuses one (a total out of range), row by

@@ -25,8 +25,7 @@ Requests to any other path are recorded too and answered 400 (unknown path).
 What a test reads: ``base_url``; ``requests`` (every ``RecordedRequest``, in
 arrival order, rejected ones included); ``issued_ids`` (each wamid the default
 answer gave out, not those of scripted bodies); ``sent_texts()``;
-``pending_answers``; ``peak_in_flight`` (delayed answers at once);
-``await wait_for_requests(n, timeout=5)``. ``on_accept`` (an async
+``pending_answers``; ``await wait_for_requests(n, timeout=5)``. ``on_accept`` (an async
 callable given the request) runs after a send was accepted, before the answer leaves.
 """
 
@@ -101,8 +100,6 @@ class FakeGraphAPI:
         self.issued_ids: list[str] = []
         self._script: deque[ScriptedAnswer] = deque()
         self._standing: ScriptedAnswer | None = None
-        self.in_flight = 0  # requests waiting out a delayed answer right now
-        self.peak_in_flight = 0  # the most there ever were at once
         # Awaited after a send was accepted, before the answer goes out (tests use it to
         # break the database right between the provider's acceptance and its recording).
         self.on_accept: Callable[[RecordedRequest], Awaitable[None]] | None = None
@@ -252,14 +249,10 @@ class FakeGraphAPI:
     ) -> web.Response:
         """Play one scripted answer, after its delay (cut short when the fake closes)."""
         if answer.delay:
-            self.in_flight += 1
-            self.peak_in_flight = max(self.peak_in_flight, self.in_flight)
             try:
                 await asyncio.wait_for(self._closing.wait(), answer.delay)
             except TimeoutError:
                 pass
-            finally:
-                self.in_flight -= 1
         headers = dict(answer.headers)
         if isinstance(answer.body, bytes):
             return web.Response(status=answer.status, body=answer.body, headers=headers)

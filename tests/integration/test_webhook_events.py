@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import uuid
 from datetime import UTC, datetime
 from typing import Any
@@ -58,49 +57,3 @@ async def test_insert_events_once_per_key_and_forwarded_once(
     assert stored["raw_payload"] == batch[0]["raw_payload"]
     assert stored["raw_headers"] == {"trace_id": f"t-{key}"}
     assert stored["normalized"] == [{"type": "text"}]
-
-
-async def test_a_redriven_record_is_forwarded_again_and_a_plain_replay_is_not(
-    gateway: Gateway, tenant: Tenant, pool: AsyncConnectionPool
-) -> None:
-    """The journal redrives a webhook when the broker lost what normalize had forwarded."""
-    from agents_pipeline import normalize
-    from streams.contracts import RawHeaders
-
-    ch = await create_channel(gateway, tenant, "sandbox", {})
-    mid = f"sbx-{uuid.uuid4().hex[:8]}"
-    body = json.dumps({"from": "c-1", "text": "oi", "message_id": mid}).encode()
-    headers = RawHeaders(
-        provider="sandbox",
-        channel_id=ch["id"],
-        workspace_id=tenant.id,
-        received_at=datetime(2026, 3, 1, tzinfo=UTC),
-        trace_id="t-lost",
-        idempotency_key="k",
-        message_id=mid,
-    )
-    plain = normalize.RawRecord(headers.to_kafka(), body)
-    redriven = normalize.RawRecord(headers.model_copy(update={"redrive": True}).to_kafka(), body)
-    assert ("redrive", b"1") in redriven.headers and all(k != "redrive" for k, _ in plain.headers)
-
-    async def forwarded(record: normalize.RawRecord, *, seen: bool) -> list[Any]:
-        result = normalize.plan_batch([record], seen=lambda key: seen)
-        await normalize.persist_batch(pool, result)
-        await normalize.mark_batch_forwarded(pool, result)
-        return [e for p in result.forward for e in p.events]
-
-    [first] = await forwarded(plain, seen=False)
-    assert await forwarded(plain, seen=True) == []  # the dedupe table drops it
-    assert await forwarded(plain, seen=False) == []  # so does the table's forwarded row
-    [again] = await forwarded(redriven, seen=True)  # neither stops a redrive
-    assert again.webhook_event_id == first.webhook_event_id
-    assert again.provider_message_id == first.provider_message_id == mid
-    assert again.trace_id == "t-lost"
-    async with pool.connection() as conn:
-        cur = await conn.execute(
-            "SELECT count(*) AS n, max(raw_headers::text) AS h FROM webhook_events"
-            " WHERE workspace_id = %s",
-            (uuid.UUID(tenant.id),),
-        )
-        stored = await cur.fetchone()
-    assert stored["n"] == 1 and "redrive" not in json.loads(stored["h"])

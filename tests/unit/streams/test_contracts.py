@@ -70,19 +70,3 @@ def test_no_contract_has_a_field_for_a_secret() -> None:
         for name, info in model.model_fields.items():
             assert not any(word in field_name(name) for word in suspicious), (model, name)
             assert info.annotation is not SecretStr, (model, name)
-
-
-def test_the_journal_redrive_header_reads_back() -> None:
-    """The journal appends ``redrive: 1`` to a record's stored headers (gateway/journal.py)."""
-    encoded = RawHeaders.encode(
-        provider="sandbox",
-        channel_id=uuid.uuid4(),
-        workspace_id=uuid.uuid4(),
-        received_at=datetime.now(UTC),
-        trace_id="t",
-        idempotency_key="k",
-    )
-    assert not RawHeaders.from_kafka(encoded).redrive
-    again = RawHeaders.from_kafka([*encoded, ("redrive", b"1")])
-    assert again.redrive and again.to_kafka()[-1] == ("redrive", b"1")
-    assert RawHeaders.from_kafka(again.to_kafka()) == again
